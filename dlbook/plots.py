@@ -1,0 +1,137 @@
+"""Plot helpers with one consistent style: image grids (no torchvision needed),
+metric curves and a live-plot callback for the trainer."""
+from __future__ import annotations
+
+import io
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "figure.figsize": (6.4, 4.0),
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 10,
+    "legend.frameon": False,
+    "image.cmap": "gray",
+}
+
+
+def style() -> None:
+    """Apply the book's matplotlib style."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def _as_numpy(images) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(images, torch.Tensor):
+            images = images.detach().float().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(images)
+
+
+def make_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 1.0,
+              value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Tile (N, C, H, W), (N, H, W) or (N, H, W, C) images into one (H', W', C) array in [0, 1].
+    Channels-first input is detected by C in {1, 3} on axis 1."""
+    x = _as_numpy(images).astype(np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(0, 2, 3, 1)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"make_grid: expected (N,C,H,W), (N,H,W,C) or (N,H,W) images, got {x.shape}")
+    if x.dtype == np.uint8 or x.max(initial=0) > 1.5:
+        x = x / 255.0
+    if value_range is not None:
+        lo, hi = value_range
+        x = (x - lo) / (hi - lo)
+    x = np.clip(x, 0.0, 1.0)
+    n, h, w, c = x.shape
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    grid = np.full((rows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad_value, np.float32)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
+        grid[y0:y0 + h, x0:x0 + w] = x[i]
+    return grid
+
+
+def show_grid(images, nrow: int = 8, title: str | None = None, ax=None, **kw):
+    """Draw `make_grid(images)` on an axis (a new figure if none); returns the axis."""
+    import matplotlib.pyplot as plt
+
+    grid = make_grid(images, nrow=nrow, **kw)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(12, 0.9 * grid.shape[1] / 30 + 1), min(12, 0.9 * grid.shape[0] / 30 + 1)))
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_curves(history, keys: Sequence[str] | None = None, ax=None, logy: bool = False,
+                label_prefix: str = "", smooth: int = 1):
+    """Metric curves from a `dlbook.train.History` (or a mapping name -> list)."""
+    import matplotlib.pyplot as plt
+
+    metrics: Mapping[str, list] = getattr(history, "metrics", history)
+    steps = getattr(history, "steps", None)
+    keys = list(keys or metrics.keys())
+    if ax is None:
+        _, ax = plt.subplots()
+    for k in keys:
+        y = np.asarray(metrics[k], dtype=float)
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+        x = np.asarray(steps[-len(y):]) if steps is not None else np.arange(len(y))
+        ax.plot(x, y, label=label_prefix + k)
+    ax.set_xlabel("step")
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    return ax
+
+
+def fig_to_png(fig, close: bool = True) -> bytes:
+    """PNG bytes of a figure (for image widgets that must work from stored outputs)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+class LivePlot:
+    """Trainer callback redrawing metric curves every `every` logged steps (notebook only)."""
+
+    def __init__(self, keys: Iterable[str] = ("loss",), every: int = 50, logy: bool = False):
+        self.keys, self.every, self.logy = list(keys), every, logy
+        self._handle = None
+
+    def __call__(self, trainer, step: int, metrics: dict) -> None:
+        if len(trainer.history.steps) % self.every:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        plot_curves(trainer.history, [k for k in self.keys if k in trainer.history], ax=ax, logy=self.logy)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)

@@ -1,0 +1,244 @@
+"""A plain training loop: AMP (bf16) on CUDA, tqdm progress, a metric history,
+checkpoint every N steps and resume. A chapter can always write its own loop instead."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import device as default_device
+
+StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, Any]]"]
+
+
+class ArrayLoader:
+    """Mini-batches of in-memory tensors whose order depends only on (seed, epoch), so a
+    resumed run sees exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor] | torch.Tensor, batch_size: int,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = True,
+                 device: torch.device | str | None = None):
+        tensors = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+        n = {len(t) for t in tensors}
+        if len(n) != 1:
+            raise ValueError(f"ArrayLoader: tensors have different lengths {sorted(n)}")
+        self.n = n.pop()
+        if batch_size < 1 or (drop_last and batch_size > self.n):
+            raise ValueError(f"ArrayLoader: batch_size {batch_size} does not fit {self.n} samples")
+        self.tensors = tuple(t.to(device) for t in tensors) if device else tensors
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = idx.to(self.tensors[0].device)
+            out = tuple(t[idx] for t in self.tensors)
+            yield out[0] if len(out) == 1 else out
+
+
+@dataclass
+class History:
+    """Metrics per logged step: ``history["loss"]`` is a list aligned with ``history.steps``."""
+
+    steps: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.steps.append(step)
+        for k, v in values.items():
+            self.metrics.setdefault(k, [float("nan")] * (len(self.steps) - 1)).append(float(v))
+        for k, col in self.metrics.items():  # keep columns aligned when a key is missing
+            if len(col) < len(self.steps):
+                col.append(float("nan"))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.metrics[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.metrics
+
+    def last(self, key: str, n: int = 1) -> float:
+        vals = [v for v in self.metrics[key][-n:] if v == v]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"steps": list(self.steps), "metrics": {k: list(v) for k, v in self.metrics.items()}}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.steps, self.metrics = list(s["steps"]), {k: list(v) for k, v in s["metrics"].items()}
+
+
+def _to(batch: Any, dev: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dev, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, dev) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to(v, dev) for k, v in batch.items()}
+    return batch
+
+
+def _rng_state() -> dict:
+    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class Trainer:
+    """Runs ``loss, metrics = step_fn(model, batch)`` then backward and step.
+
+    - `amp`: bf16 autocast; default on for CUDA, off elsewhere.
+    - `checkpoint`: a file path; saved every `checkpoint_every` steps and at the end;
+      ``fit`` resumes from it when it exists (model, optimiser, scheduler, RNGs, history).
+    - `callbacks`: ``cb(trainer, step, metrics)`` after each logged step (e.g. a live plot).
+    - `log_every`: steps between history entries (metrics are averaged in between).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step_fn: StepFn,
+                 device: torch.device | str | None = None, amp: bool | None = None,
+                 scheduler: Any = None, grad_clip: float | None = None,
+                 checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0,
+                 callbacks: Iterable[Callable] = (), log_every: int = 1,
+                 progress: bool = True, desc: str = "train"):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.optimizer, self.step_fn, self.scheduler = optimizer, step_fn, scheduler
+        self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
+        self.grad_clip = grad_clip
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.checkpoint_every = int(checkpoint_every)
+        self.callbacks = list(callbacks)
+        self.log_every = max(1, int(log_every))
+        self.progress, self.desc = progress, desc
+        self.history = History()
+        self.step = 0
+        self.resumed_from: int | None = None
+
+    # -- checkpoints
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "step": self.step, "history": self.history.state_dict(), "rng": _rng_state()}
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        path = Path(path or self.checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint
+        return path
+
+    def load(self, path: str | os.PathLike | None = None) -> int:
+        s = torch.load(Path(path or self.checkpoint), map_location=self.device, weights_only=False)
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        if self.scheduler is not None and s["scheduler"] is not None:
+            self.scheduler.load_state_dict(s["scheduler"])
+        self.step = int(s["step"])
+        self.history.load_state_dict(s["history"])
+        _set_rng_state(s["rng"])
+        self.resumed_from = self.step
+        return self.step
+
+    # -- the loop
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fit(self, loader: Iterable, steps: int, stop_at: int | None = None) -> History:
+        """Train until `steps` optimiser steps in total (resuming counts earlier ones).
+        `stop_at` ends early (as a killed session would), after checkpointing."""
+        if self.checkpoint is not None and self.checkpoint.exists() and self.step == 0:
+            self.load()
+        per_epoch = len(loader) if hasattr(loader, "__len__") else None
+        if per_epoch == 0:
+            raise ValueError("fit: the loader yields no batches")
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, initial=self.step, desc=self.desc, leave=False)
+        end = min(steps, stop_at) if stop_at is not None else steps
+        acc: dict[str, float] = {}
+        n_acc = 0
+        self.model.train()
+        while self.step < end:
+            epoch, skip = divmod(self.step, per_epoch) if per_epoch else (0, 0)
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            for i, batch in enumerate(loader):
+                if i < skip:
+                    continue
+                metrics = self._one_step(_to(batch, self.device))
+                self.step += 1
+                for k, v in metrics.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_acc += 1
+                if self.step % self.log_every == 0 or self.step == end:
+                    mean = {k: v / n_acc for k, v in acc.items()}
+                    self.history.log(self.step, mean)
+                    acc, n_acc = {}, 0
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(mean.items())[:3]}, refresh=False)
+                    for cb in self.callbacks:
+                        cb(self, self.step, mean)
+                if bar is not None:
+                    bar.update(1)
+                if (self.checkpoint is not None and self.checkpoint_every
+                        and self.step % self.checkpoint_every == 0):
+                    self.save()
+                if self.step >= end:
+                    break
+            if per_epoch is None and self.step < end:
+                raise ValueError("fit: the loader ran out; pass an ArrayLoader or a re-iterable loader")
+        if bar is not None:
+            bar.close()
+        if self.checkpoint is not None:
+            self.save()
+        self.model.eval()
+        return self.history
+
+    def _one_step(self, batch: Any) -> dict[str, float]:
+        with self._autocast():
+            out = self.step_fn(self.model, batch)
+        loss, extra = (out if isinstance(out, tuple) else (out, {}))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        metrics = {"loss": loss.detach()}
+        metrics.update(extra)
+        return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else float(v))
+                for k, v in metrics.items()}
