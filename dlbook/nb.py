@@ -153,10 +153,10 @@ def slider_gallery(images: Sequence[bytes], labels: Sequence[str], description: 
         raise ValueError("slider_gallery: need as many labels as images (and at least one)")
     pages = [W.Image(value=png, format="png", layout=W.Layout(width=width)) for png in images]
     stack = W.Stack(pages, selected_index=0)
-    slider = W.SelectionSlider(options=[(str(l), i) for i, l in enumerate(labels)], value=0,
+    slider = W.SelectionSlider(options=[str(l) for l in labels], index=0,
                                description=description, continuous_update=True,
                                style={"description_width": "initial"}, layout=W.Layout(width=width))
-    W.jslink((slider, "value"), (stack, "selected_index"))
+    W.jslink((slider, "index"), (stack, "selected_index"))
     return W.VBox([slider, stack])
 
 
@@ -169,7 +169,7 @@ def dropdown_gallery(images: Sequence[bytes], labels: Sequence[str], description
         raise ValueError("dropdown_gallery: need as many labels as images (and at least one)")
     pages = [W.Image(value=png, format="png", layout=W.Layout(width=width)) for png in images]
     stack = W.Stack(pages, selected_index=0)
-    dd = W.Dropdown(options=[(str(l), i) for i, l in enumerate(labels)], value=0, description=description,
+    dd = W.Dropdown(options=[str(l) for l in labels], index=0, description=description,
                     style={"description_width": "initial"})
-    W.jslink((dd, "value"), (stack, "selected_index"))
+    W.jslink((dd, "index"), (stack, "selected_index"))
     return W.VBox([dd, stack])

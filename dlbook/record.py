@@ -59,8 +59,9 @@ def _set_provenance(nb, prov: dict) -> bool:
     nb.metadata["dlbook"] = {"provenance": prov}
     for cell in nb.cells:
         if "provenance" in cell.get("metadata", {}).get("tags", []):
-            cell.outputs = [{"output_type": "display_data", "metadata": {},
-                             "data": {"text/markdown": line, "text/plain": line}}]
+            from nbformat import v4
+
+            cell.outputs = [v4.new_output("display_data", data={"text/markdown": line, "text/plain": line})]
             return True
     return False
 
