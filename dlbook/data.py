@@ -252,9 +252,13 @@ def _log_provenance(line: str) -> None:
 # ---------------------------------------------------------------- readers
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (gzipped or not): magic 0x0000 08 D, D big-endian uint32 dims, bytes."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with open(path, "rb") as f:
         raw = f.read()
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name (subsets are named *.gz.firstN too)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path} is a damaged gzip file ({e}); delete it and download again") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); "
                         "delete it and download again")

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from dlbook import config
+
+
+def test_explicit_profile_wins(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
+    assert config.resolve_profile("full") == "full"
+    assert config.resolve_profile(" SMOKE ") == "smoke"
+
+
+def test_env_profile(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
+    assert config.resolve_profile(None) == "cpu"
+
+
+def test_pytest_defaults_to_smoke(monkeypatch):
+    monkeypatch.delenv("DLBOOK_PROFILE", raising=False)
+    assert config.resolve_profile() == "smoke"
+
+
+def test_default_outside_pytest(monkeypatch):
+    monkeypatch.delenv("DLBOOK_PROFILE", raising=False)
+    monkeypatch.setattr(config, "_under_pytest", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert config.resolve_profile() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.resolve_profile() == "full"
+
+
+@pytest.mark.parametrize("bad", ["gpu", "fast", "Smokey"])
+def test_unknown_profile_lists_the_valid_ones(monkeypatch, bad):
+    with pytest.raises(config.ProfileError, match="smoke, cpu, full"):
+        config.resolve_profile(bad)
+    monkeypatch.setenv("DLBOOK_PROFILE", bad)
+    with pytest.raises(config.ProfileError, match="DLBOOK_PROFILE"):
+        config.resolve_profile()
+
+
+def test_by_profile_needs_every_profile():
+    assert config.by_profile({"smoke": 1, "cpu": 2, "full": 3}, "cpu") == 2
+    with pytest.raises(config.ProfileError, match="full"):
+        config.by_profile({"smoke": 1, "cpu": 2}, "cpu")
+
+
+def test_device_and_override(monkeypatch):
+    assert config.device().type in ("cpu", "cuda", "mps")
+    monkeypatch.setenv("DLBOOK_DEVICE", "cpu")
+    assert config.device() == torch.device("cpu")
+    assert "CPU" in config.device_name(torch.device("cpu"))
+
+
+def test_seed_everything_repeats_draws():
+    config.seed_everything(7)
+    a = (torch.randn(3), __import__("numpy").random.rand(), __import__("random").random())
+    config.seed_everything(7)
+    b = (torch.randn(3), __import__("numpy").random.rand(), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+
+
+def test_setup_reports_profile_and_device():
+    run = config.setup("cpu", seed=3)
+    assert run.profile == "cpu" and run.seed == 3 and "profile=cpu" in str(run)

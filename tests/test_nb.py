@@ -1,0 +1,48 @@
+import pytest
+
+from dlbook import nb
+
+
+def test_fmt_is_stable_across_tiny_differences():
+    assert nb.fmt(0.123456789) == nb.fmt(0.123456789 + 1e-12) == "0.1235"
+    assert nb.fmt(3) == "3" and nb.fmt(True) == "yes" and nb.fmt(float("nan")) == "nan"
+    assert nb.fmt(0.0) == "0"
+
+
+def test_checks_print_verdicts_and_build_the_table(capsys):
+    c = nb.Checks()
+    assert c.check("A", "one is one", 1.0, "== 1", True)
+    assert not c.close("B", "pi", 3.0, 3.14159, atol=1e-3)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[PASS] A") and out[1].startswith("[FAIL] B")
+    md = c._repr_markdown_()
+    assert "| A | one is one | 1 | == 1 | PASS |" in md and "FAIL" in md
+    assert not c.all_passed
+    # re-checking an id replaces its row
+    c.close("B", "pi", 3.14159, 3.14159, atol=1e-3)
+    assert c.all_passed and len(c.rows) == 2
+
+
+def test_results_pass_column_depends_on_profile():
+    r = nb.Results("smoke")
+    r.add("E1", "x", 0.5, ">= 0.4", True)
+    assert r.rows[0][-1] == "n/a (smoke)" and r.passed["E1"] is None
+    r = nb.Results("cpu")
+    r.add("E1", "x", 0.5, ">= 0.6", False)
+    r.add("E2", "needs a GPU run", "see fig", "FID < 30", None, needs="full")
+    assert [row[-1] for row in r.rows] == ["FAIL", "n/a (full profile)"]
+    assert "E2" in repr(r)
+
+
+def test_show_source_and_galleries():
+    code = nb.show_source(nb.fmt)
+    assert "def fmt" in code.data
+    png = b"\x89PNG\r\n\x1a\n"
+    g = nb.slider_gallery([png, png], ["a", "b"], "x")
+    slider, stack = g.children
+    assert stack.selected_index == 0
+    slider.index = 1
+    with pytest.raises(ValueError, match="as many labels"):
+        nb.slider_gallery([png], ["a", "b"])
+    d = nb.dropdown_gallery([png, png, png], ["p", "q", "r"])
+    assert len(d.children[1].children) == 3

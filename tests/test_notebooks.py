@@ -1,0 +1,55 @@
+"""Every chapter notebook agrees with its text file, installs dlbook from the configured
+repository, is listed in the table of contents and carries recorded outputs."""
+import json
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_text_and_notebook_agree(ipynb):
+    text = ipynb.with_suffix(".md")
+    assert text.exists(), f"{ipynb.name} has no paired {text.name}"
+    a, b = jupytext.read(text), jupytext.read(ipynb)
+    assert len(a.cells) == len(b.cells), f"{ipynb.name}: {len(b.cells)} cells, {text.name}: {len(a.cells)}"
+    for i, (ca, cb) in enumerate(zip(a.cells, b.cells)):
+        assert ca.cell_type == cb.cell_type, f"cell {i}: {ca.cell_type} vs {cb.cell_type}"
+        assert ca.source.strip() == cb.source.strip(), f"{ipynb.name} cell {i} differs from {text.name}"
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_cell_installs_from_the_configured_repository(ipynb):
+    url = CONFIG["repository"]["url"]
+    src = "".join("".join(c["source"]) for c in json.loads(ipynb.read_text())["cells"])
+    installs = re.findall(r"dlbook @ git\+(\S+?)[\"']", src)
+    assert installs == [url], f"{ipynb.name} installs dlbook from {installs}, _config.yml says {url}"
+    assert f"colab.research.google.com/github/{url.split('github.com/')[1]}/blob/main/notebooks/{ipynb.name}" in src
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_recorded_with_provenance_and_no_errors(ipynb):
+    nb = json.loads(ipynb.read_text())
+    prov = nb["metadata"].get("dlbook", {}).get("provenance")
+    assert prov and prov["profile"] in ("cpu", "full"), f"{ipynb.name}: run python -m dlbook.record"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert all(c["execution_count"] is not None for c in code), f"{ipynb.name} has unexecuted cells"
+    assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    tags = [t for c in code for t in c["metadata"].get("tags", [])]
+    assert "parameters" in tags and "provenance" in tags
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for ipynb in NOTEBOOKS:
+        assert f"notebooks/{ipynb.stem}" in toc, f"{ipynb.name} is not in _toc.yml"
