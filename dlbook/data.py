@@ -279,7 +279,7 @@ def to_float(x: np.ndarray, channels_first: bool = True):
     """uint8 images -> float32 torch tensor in [0, 1], shape (N, C, H, W)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+    t = torch.from_numpy(np.array(x, copy=True)).float().div_(255.0)  # readers give read-only views
     if t.ndim == 3:
         t = t.unsqueeze(1)
     elif channels_first and t.ndim == 4 and t.shape[-1] in (1, 3):
