@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+log=$(mktemp)
+pip_q() {  # pip, quiet unless it fails
+  if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+    cat "$log"; echo "setup: pip install $* failed" >&2; exit 1
+  fi
+}
+pip_q -r requirements.txt
+pip_q --no-deps -e .
+rm -f "$log"
 .venv/bin/python -c "import dlbook, torch, jupyter_book, nbval, papermill; print('environment ready: dlbook', dlbook.__version__, 'torch', torch.__version__)"
