@@ -45,3 +45,22 @@ def test_curves_and_png():
     plots.style()
     assert matplotlib.rcParams["axes.spines.top"] is False
     plt.close("all")
+
+
+def test_live_plot_redraws_in_place(monkeypatch):
+    import IPython.display as disp
+
+    shown = []
+
+    class Handle:
+        def update(self, fig):
+            shown.append("update")
+
+    monkeypatch.setattr(disp, "display", lambda fig, display_id=None: shown.append("display") or Handle())
+    h = History()
+    trainer = type("T", (), {"history": h})()
+    live = plots.LivePlot(keys=("loss", "missing"), every=2)
+    for s in range(1, 7):
+        h.log(s, {"loss": 1.0 / s})
+        live(trainer, s, {"loss": 1.0 / s})
+    assert shown == ["display", "update", "update"]
