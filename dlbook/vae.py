@@ -41,6 +41,7 @@ class Ch07Config:
     batch_size: int = 100
     lr: float = 1e-3
     iw_samples: int = 64              # importance samples for the NLL estimate (claim 10)
+    n_probe: int = 500                # held-out images for the decoder-sensitivity probe (claim 12)
     # VIB classifier (E5)
     vib_hidden: tuple[int, ...] = (256, 256)
     vib_latent: int = 32
@@ -60,8 +61,8 @@ class Ch07Config:
 
 CONFIGS = {
     # seconds: a few optimiser steps per model, only to prove the code paths run
-    "smoke": Ch07Config(n_train=600, n_test=300, betas=(0.0, 0.25, 1.0, 8.0), epochs=1,
-                        decouple_seeds=1, wide_runs=((1.0, 1), (4.0, 1)), iw_samples=8,
+    "smoke": Ch07Config(n_train=400, n_test=200, betas=(0.0, 0.25, 1.0, 8.0), epochs=1,
+                        decouple_seeds=1, wide_runs=((1.0, 1), (4.0, 1)), iw_samples=8, n_probe=50,
                         vib_hidden=(64,), vib_latent=8, vib_betas=(1e-3, 1.0), vib_epochs=1,
                         vib_seeds=1, vib_test_samples=4, vdb_targets=(5.0,), vdb_epochs=1,
                         vdb_alpha=1e-2),
@@ -74,7 +75,7 @@ CONFIGS = {
                        decouple_seeds=3, wide_runs=((1.0, 100), (4.0, 60)),
                        vib_hidden=(1024, 1024), vib_latent=256, vib_epochs=60, vib_seeds=3,
                        vib_lr=1e-4, vib_adam_beta1=0.5, vib_decay=0.97, vib_ema=0.999,
-                       vdb_epochs=20, vdb_alpha=1e-3),
+                       n_probe=1000, vdb_epochs=20, vdb_alpha=1e-3),
 }
 
 
@@ -431,7 +432,7 @@ def rate_distortion_sweep(data: MNISTData, cfg: Ch07Config, seed: int = 0, progr
 
 
 def forgetting_runs(data: MNISTData, cfg: Ch07Config, seed: int = 0, progress: bool = True,
-                    device=None, n_probe: int = 500) -> dict:
+                    device=None) -> dict:
     """E4: the K=cfg.latent_wide VAE for each (beta, epochs) of cfg.wide_runs; per run the
     held-out per-dimension rates, encoder statistics and decoder sensitivities."""
     out = {}
@@ -439,7 +440,7 @@ def forgetting_runs(data: MNISTData, cfg: Ch07Config, seed: int = 0, progress: b
         m, h = train_vae(data.b_train, cfg, b, latent=cfg.latent_wide, epochs=ep, seed=seed,
                          progress=progress, device=device)
         ev = evaluate_vae(m, data.b_test, seed=seed)
-        ev["sensitivity"] = decoder_sensitivity(m, data.b_test[:n_probe])
+        ev["sensitivity"] = decoder_sensitivity(m, data.b_test[:cfg.n_probe])
         ev["epochs"] = ep
         out[b] = {"model": m, "history": h, "eval": ev}
     return out
