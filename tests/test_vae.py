@@ -11,6 +11,15 @@ from dlbook import vae
 from dlbook.config import ProfileError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: a second thread buys nothing and oversubscribes a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_gaussian_kl_hand_values():
     mu = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
     logvar = torch.tensor([[0.0, 0.0, math.log(4.0)]], dtype=torch.float64)
