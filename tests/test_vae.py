@@ -174,3 +174,14 @@ def test_vib_training_and_adaptive_beta():
     assert ev["acc_sampled"] > 0.3 and ev["izy_bound"] <= math.log(10) + 1e-9
     _, hist, per_epoch = vae.train_adaptive(data, cfg, target=5.0, progress=False, device="cpu")
     assert per_epoch == 8 and max(hist["beta"]) > 0
+
+
+def test_vib_full_profile_options_run():
+    """The full profile's optimiser options (lr decay every 2 epochs, Polyak EMA) work."""
+    cfg = replace(vae.config("full"), vib_hidden=(16,), vib_latent=4, batch_size=50, vib_epochs=3,
+                  vib_lr=3e-3, vib_ema=0.5)
+    data = _tiny_data(200)
+    m, h = vae.train_vib(data, cfg, 1e-3, progress=False, device="cpu")
+    assert len(h.steps) == 3 * 4  # EMA logs every step
+    ev = vae.evaluate_vib(m, data.x_test, data.y_test, n_samples=2)
+    assert math.isfinite(ev["ce"]) and ev["rate"] >= 0
