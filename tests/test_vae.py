@@ -1,0 +1,187 @@
+"""Tests of dlbook.vae (chapter 07): losses against hand-computed values, shapes, gradients,
+short training runs and clear errors."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dlbook import vae
+from dlbook.config import ProfileError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: a second thread buys nothing and oversubscribes a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_gaussian_kl_hand_values():
+    mu = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+    logvar = torch.tensor([[0.0, 0.0, math.log(4.0)]], dtype=torch.float64)
+    kl = vae.gaussian_kl(mu, logvar)
+    # 0; 1/2 * 1; 1/2 (4 - log 4 - 1)
+    want = torch.tensor([[0.0, 0.5, 0.5 * (3.0 - math.log(4.0))]], dtype=torch.float64)
+    assert torch.allclose(kl, want, atol=1e-12)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    logvar = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    d = torch.distributions
+    ref = d.kl_divergence(d.Normal(mu, (0.5 * logvar).exp()), d.Normal(0.0, 1.0))
+    assert torch.allclose(vae.gaussian_kl(mu, logvar), ref, atol=1e-12)
+
+
+def test_bernoulli_nll_sums_pixels():
+    logits = torch.zeros(2, 784)
+    x = torch.ones(2, 784)
+    nll = vae.bernoulli_nll(logits, x)
+    assert nll.shape == (2,)
+    assert torch.allclose(nll, torch.full((2,), 784 * math.log(2.0)))
+
+
+def test_vae_loss_hand_value_and_beta():
+    logits = torch.zeros(1, 4)
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)
+    loss, d, r = vae.vae_loss(logits, x, mu, logvar, beta=2.0)
+    assert d.item() == pytest.approx(4 * math.log(2.0))
+    assert r.item() == pytest.approx(0.5)
+    assert loss.item() == pytest.approx(4 * math.log(2.0) + 1.0)
+
+
+def test_vib_equals_vae_for_y_equal_x():
+    torch.manual_seed(0)
+    m = vae.VAE(latent=3, hidden=8).double()
+    x = (torch.rand(4, 784, dtype=torch.float64) > 0.5).double()
+    eps = torch.randn(4, 3, dtype=torch.float64)
+    logits, mu, logvar, _ = m(x, eps)
+    a = vae.vae_loss(logits, x, mu, logvar, 1.0)[0]
+    b = vae.vib_loss(logits, x, mu, logvar, 1.0, likelihood="bernoulli")[0]
+    assert abs(a.item() - b.item()) < 1e-10
+
+
+def test_vib_loss_categorical_hand_value():
+    logits = torch.zeros(2, 10)
+    y = torch.tensor([3, 7])
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
+    loss, ce, kl = vae.vib_loss(logits, y, mu, logvar, 0.1)
+    assert ce.item() == pytest.approx(math.log(10.0))
+    assert kl.item() == pytest.approx(0.0)
+
+
+def test_reparameterisation_gradient():
+    mu = torch.tensor([0.7, -1.2], dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(200000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = vae.reparameterize(mu, 2 * torch.log(sigma), eps)
+    (z ** 2).sum(-1).mean().backward()
+    assert torch.allclose(mu.grad, 2 * mu.detach(), rtol=0.02)
+    assert torch.allclose(sigma.grad, 2 * sigma.detach(), rtol=0.02)
+
+
+def test_linear_gaussian_identity_and_tightness():
+    a, s = np.meshgrid(np.linspace(0.1, 2, 7), np.linspace(0.2, 1.5, 6))
+    t = vae.linear_gaussian_terms(a, s)
+    assert np.max(np.abs(t["bound"] - t["mi"] - t["kl_agg"])) < 1e-12
+    tight = vae.linear_gaussian_terms(0.6, 0.8)
+    assert abs(tight["bound"] - tight["mi"]) < 1e-12
+
+
+def test_hinge_and_dual_ascent():
+    lr = torch.tensor([0.5, 1.5, 3.0])
+    assert vae.hinge_ib_penalty(lr, 1.0).item() == pytest.approx((0.5 + 2.0) / 3)
+    assert vae.hinge_ib_penalty(lr, 5.0).item() == 0.0
+    assert vae.dual_ascent(0.1, 20.0, 10.0, 1e-2) == pytest.approx(0.2)
+    assert vae.dual_ascent(0.01, 0.0, 10.0, 1e-2) == 0.0
+
+
+def test_total_correlation_independent_vs_correlated():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((20000, 3))
+    assert vae.gaussian_total_correlation(z) < 1e-3
+    rho = 0.8
+    z2 = np.stack([z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho ** 2) * z[:, 1]], 1)
+    assert vae.gaussian_total_correlation(z2) == pytest.approx(-0.5 * math.log(1 - rho ** 2), rel=0.05)
+
+
+def test_interpolation_paths():
+    z1, z2 = torch.ones(4), -torch.ones(4)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    lin = vae.interpolate(z1, z2, t, "linear")
+    sph = vae.interpolate(z1, z2, t, "spherical")
+    assert lin.shape == sph.shape == (3, 4)
+    assert torch.allclose(lin[1], torch.zeros(4))
+    assert torch.allclose(sph[2], z2, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown kind"):
+        vae.interpolate(z1, z2, t, "cubic")
+
+
+def test_model_shapes_and_bad_inputs():
+    m = vae.VAE(latent=5, hidden=16)
+    logits, mu, logvar, z = m(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 784) and mu.shape == logvar.shape == z.shape == (3, 5)
+    with pytest.raises(ValueError, match="784 inputs"):
+        m(torch.rand(3, 100))
+    c = vae.VIBClassifier(latent=4, hidden=(16,))
+    out, mu, logvar = c(torch.rand(6, 784), n_samples=3)
+    assert out.shape == (3, 6, 10) and mu.shape == (6, 4)
+    with pytest.raises(ValueError, match="differ"):
+        vae.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        vae.vib_loss(out[0], torch.zeros(6, dtype=torch.long), mu, logvar, 1.0, likelihood="poisson")
+    with pytest.raises(ProfileError):
+        vae.config("huge")
+
+
+def _tiny_data(n=400):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (n,), generator=g)
+    proto = torch.rand(10, 784, generator=g)
+    x = (proto[y] + 0.2 * torch.rand(n, 784, generator=g)).clamp(0, 1)
+    return vae.MNISTData(x, y, x[:200], y[:200], "synthetic")
+
+
+def test_vae_training_lowers_loss():
+    cfg = replace(vae.config("smoke"), hidden=32, latent=4, batch_size=50, lr=3e-3)
+    data = _tiny_data()
+    m, h = vae.train_vae(data.b_train, cfg, beta=1.0, epochs=6, progress=False, device="cpu")
+    loss = h["loss"]
+    assert all(np.isfinite(loss)) and loss[-1] < 0.8 * loss[0]
+    ev = vae.evaluate_vae(m, data.b_test, n_samples=2)
+    assert ev["R_k"].shape == (4,) and ev["R"] >= 0
+    nll, nelbo = vae.iwae_nll(m, data.b_test[:50], k=8)
+    assert 0 <= nll <= nelbo + 1e-6
+    sens = vae.decoder_sensitivity(m, data.b_test[:20])
+    assert sens.shape == (4,) and (sens >= 0).all()
+    with pytest.raises(ValueError, match="beta"):
+        vae.train_vae(data.b_train, cfg, beta=-1.0, progress=False)
+
+
+def test_vib_training_and_adaptive_beta():
+    cfg = replace(vae.config("smoke"), vib_hidden=(32,), vib_latent=4, batch_size=50, vib_epochs=4,
+                  vib_lr=3e-3, vdb_epochs=2, vdb_alpha=1e-2, hidden=32, latent=4)
+    data = _tiny_data()
+    m, h = vae.train_vib(data, cfg, 1e-3, progress=False, device="cpu")
+    assert h["loss"][-1] < h["loss"][0]
+    ev = vae.evaluate_vib(m, data.x_test, data.y_test, n_samples=3)
+    assert ev["acc_sampled"] > 0.3 and ev["izy_bound"] <= math.log(10) + 1e-9
+    _, hist, per_epoch = vae.train_adaptive(data, cfg, target=5.0, progress=False, device="cpu")
+    assert per_epoch == 8 and max(hist["beta"]) > 0
+
+
+def test_vib_full_profile_options_run():
+    """The full profile's optimiser options (lr decay every 2 epochs, Polyak EMA) work."""
+    cfg = replace(vae.config("full"), vib_hidden=(16,), vib_latent=4, batch_size=50, vib_epochs=3,
+                  vib_lr=3e-3, vib_ema=0.5)
+    data = _tiny_data(200)
+    m, h = vae.train_vib(data, cfg, 1e-3, progress=False, device="cpu")
+    assert len(h.steps) == 3 * 4  # EMA logs every step
+    ev = vae.evaluate_vib(m, data.x_test, data.y_test, n_samples=2)
+    assert math.isfinite(ev["ce"]) and ev["rate"] >= 0
