@@ -75,7 +75,8 @@ def device_name(dev: torch.device | None = None) -> str:
     if dev.type == "cpu":
         import platform
 
-        return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        # The machine's cores, not torch's thread setting: a notebook may lower the latter.
+        return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     return dev.type
 
 

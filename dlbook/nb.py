@@ -83,21 +83,21 @@ class Checks(_Table):
         self.items: dict[str, _Check] = {}
 
     def check(self, id: str, statement: str, value: Any, threshold: str, passed: bool,
-              quiet: bool = False) -> None:
+              quiet: bool = False) -> bool:
         c = _Check(id, statement, fmt(value, self.digits), threshold, bool(passed))
         self.items[id] = c
         self.rows = [(i.id, i.statement, i.value, i.threshold, "PASS" if i.passed else "FAIL")
                      for i in self.items.values()]
         if not quiet:
             print(f"[{'PASS' if c.passed else 'FAIL'}] {id}: {statement}: {c.value} ({threshold})")
-        # Returns nothing so that a check as the last line of a cell echoes no stray value.
+        return c.passed
 
     def close(self, id: str, statement: str, got: float, want: float, rtol: float = 0.0,
-              atol: float = 0.0) -> None:
+              atol: float = 0.0) -> bool:
         """Check |got - want| <= atol + rtol |want|; the value shown is the error."""
         err = abs(float(got) - float(want))
         tol = atol + rtol * abs(float(want))
-        self.check(id, statement, err, f"|error| <= {fmt(tol, 2)}", err <= tol)
+        return self.check(id, statement, err, f"|error| <= {fmt(tol, 2)}", err <= tol)
 
     def passed(self, id: str) -> bool:
         return self.items[id].passed

@@ -11,8 +11,8 @@ def test_fmt_is_stable_across_tiny_differences():
 
 def test_checks_print_verdicts_and_build_the_table(capsys):
     c = nb.Checks()
-    assert c.check("A", "one is one", 1.0, "== 1", True) is None
-    c.close("B", "pi", 3.0, 3.14159, atol=1e-3)
+    assert c.check("A", "one is one", 1.0, "== 1", True) is True
+    assert c.close("B", "pi", 3.0, 3.14159, atol=1e-3) is False
     assert c.passed("A") and not c.passed("B")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[PASS] A") and out[1].startswith("[FAIL] B")
