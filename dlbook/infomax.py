@@ -47,7 +47,8 @@ class InfomaxConfig:
     sweep_epochs: int = 4  # length of the extra runs; the main run is also evaluated at this epoch
     # gamma sweep (C8, C9) and extra runs for the dropdown: (alpha, beta, gamma, global input)
     sweep: tuple[tuple[float, float, float, str], ...] = (
-        (0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"), (0.5, 1.5, 0.01, "paper"))
+        (0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"), (0.5, 1.5, 0.01, "paper"),
+        (0.0, 1.5, 0.01, "post"))
     # Gaussian toy (MLP critic) and false-negative simulation
     toy_n: int = 20_000
     toy_rhos: tuple[float, ...] = (0.0, 0.2, 0.5, 0.65, 0.8, 0.9, 0.95)
@@ -622,22 +623,39 @@ def run_sweep(cfg: InfomaxConfig, x_train: torch.Tensor, seed: int = 0, progress
             for a, b, g, gi in cfg.sweep]
 
 
-def compare_features(cfg: InfomaxConfig, data: CifarData, encoders: dict[str, Encoder | None],
+def compare_features(cfg: InfomaxConfig, data: CifarData,
+                     encoders: dict[str, Encoder | tuple[Encoder, str] | None],
                      seed: int = 0) -> dict[str, dict[str, float]]:
-    """Experiment 5: k-NN label agreement, k-NN accuracy and linear probe for each encoder's
-    mu(x) (None = raw pixels), plus the prior diagnostics of the codes on the training set."""
+    """Experiment 5: k-NN label agreement, k-NN accuracy and linear probe for each entry:
+    an encoder (its mu(x), with the prior diagnostics of the codes on the training set),
+    (encoder, "local") for its flattened local map C(x), or None for raw pixels."""
     xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
     out = {}
     for name, enc in encoders.items():
+        stats = {}
         if enc is None:
             ftr, fte = xtr.flatten(1).numpy(), xte.flatten(1).numpy()
-            stats = {}
+        elif isinstance(enc, tuple):
+            if enc[1] != "local":
+                raise ValueError(f"unknown feature layer {enc[1]!r}; use (encoder, 'local')")
+            ftr, fte = encode_local(enc[0], xtr), encode_local(enc[0], xte)
         else:
             ftr, lv = encode(enc, xtr)
             fte, _ = encode(enc, xte)
             stats = code_statistics(ftr, lv)
         out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k), **stats}
     return out
+
+
+@torch.no_grad()
+def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndarray:
+    """The flattened local feature map C(x) in eval mode."""
+    was = encoder.training
+    encoder.eval()
+    dev = next(encoder.parameters()).device
+    out = torch.cat([encoder.local(x[s:s + batch].to(dev)).flatten(1).cpu() for s in range(0, len(x), batch)])
+    encoder.train(was)
+    return out.numpy()
 
 
 def random_encoder(cfg: InfomaxConfig, seed: int = 0) -> Encoder:

@@ -214,3 +214,16 @@ def test_profiles_exist_and_full_is_the_post():
     assert (full.width, full.z_dim, full.batch_size, full.epochs, full.lr) == (1.0, 256, 64, 50, 1e-3)
     assert (full.alpha, full.beta, full.gamma) == (0.5, 1.5, 0.01) and full.per_batch is None
     assert im.get_config("smoke").epochs <= im.get_config("cpu").epochs
+
+
+def test_compare_features_entries():
+    rng = np.random.default_rng(0)
+    data = im.CifarData(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 4,
+                        rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
+    cfg = im.InfomaxConfig(width=0.125, z_dim=8, knn_k=3)
+    enc = im.random_encoder(cfg)
+    out = im.compare_features(cfg, data, {"pix": None, "mu": enc, "loc": (enc, "local")})
+    assert set(out) == {"pix", "mu", "loc"} and "agg_var" in out["mu"] and "agg_var" not in out["loc"]
+    assert all(0 <= out[k]["knn_acc"] <= 1 for k in out)
+    with pytest.raises(ValueError, match="layer"):
+        im.compare_features(cfg, data, {"bad": (enc, "top")})
