@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from . import metrics
 from .config import by_profile
+from .config import device as default_device
 from .data import load
 from .train import ArrayLoader, History, Trainer
 
@@ -68,7 +69,7 @@ CONFIGS = {
     "cpu": InfomaxConfig(),
     # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
     "full": InfomaxConfig(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
-                          epochs=50, sweep_epochs=50, toy_steps=4000,
+                          epochs=50, sweep_epochs=10, toy_steps=4000,
                           sweep=((0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"),
                                  (0.5, 1.5, 0.01, "paper"), (0.0, 1.5, 0.01, "post"),
                                  (0.5, 0.0, 0.01, "post"))),
@@ -531,7 +532,7 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
 def encoder_from_snapshot(cfg: InfomaxConfig, state: dict) -> Encoder:
     enc = Encoder(cfg.width, cfg.z_dim)
     enc.load_state_dict(state)
-    return enc.eval()
+    return enc.to(default_device()).eval()
 
 
 @torch.no_grad()
@@ -661,7 +662,7 @@ def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndar
 def random_encoder(cfg: InfomaxConfig, seed: int = 0) -> Encoder:
     """The same architecture, freshly initialised (the baseline of C10)."""
     torch.manual_seed(seed + 12345)
-    return Encoder(cfg.width, cfg.z_dim).eval()
+    return Encoder(cfg.width, cfg.z_dim).to(default_device()).eval()
 
 
 def toy_figure(res: dict, k: int):

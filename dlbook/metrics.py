@@ -9,16 +9,21 @@ import torch
 METRICS = ("cosine", "l2")
 
 
+def _device() -> torch.device:
+    """Large searches and probes run on the GPU when there is one (results come back on CPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _as_tensor(a) -> torch.Tensor:
     t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-    t = t.detach().float().cpu()
+    t = t.detach().float().to(_device())
     if t.ndim != 2:
         raise ValueError(f"features must be a 2-D (N, D) matrix, got shape {tuple(t.shape)}")
     return t
 
 
 def _labels(y) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(y)).long().cpu()
+    return torch.as_tensor(np.asarray(y)).long().to(_device())
 
 
 def nearest_neighbours(bank, queries, k: int = 10, metric: str = "cosine",
@@ -44,8 +49,8 @@ def nearest_neighbours(bank, queries, k: int = 10, metric: str = "cosine",
             d2 = (qs.pow(2).sum(1, keepdim=True) - 2 * qs @ b.T + b.pow(2).sum(1)[None]).clamp_min(0)
             v, i = d2.topk(k, dim=1, largest=False)
             v = v.sqrt()
-        idx.append(i)
-        score.append(v)
+        idx.append(i.cpu())
+        score.append(v.cpu())
     return torch.cat(idx).numpy(), torch.cat(score).numpy()
 
 
@@ -58,7 +63,7 @@ def knn_label_agreement(bank, bank_labels, queries, query_labels, k: int = 10,
     if exclude_self:
         own = np.arange(len(idx))[:, None]
         idx = np.stack([row[row != o[0]][:k] for row, o in zip(idx, own)])
-    yb, yq = _labels(bank_labels).numpy(), _labels(query_labels).numpy()
+    yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
     return float((yb[idx] == yq[:, None]).mean())
 
 
@@ -66,7 +71,7 @@ def knn_accuracy(bank, bank_labels, queries, query_labels, k: int = 10,
                  metric: str = "cosine") -> float:
     """Accuracy of a majority vote among the `k` nearest bank items (ties: the nearest wins)."""
     idx, _ = nearest_neighbours(bank, queries, k, metric)
-    yb, yq = _labels(bank_labels).numpy(), _labels(query_labels).numpy()
+    yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
     n_cls = int(max(yb.max(), yq.max())) + 1
     votes = np.zeros((len(idx), n_cls))
     for j in range(idx.shape[1]):  # earlier neighbours get a tiny tie-breaking bonus
@@ -86,8 +91,8 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
     n_cls = int(max(ytr.max(), yte.max())) + 1
     g = torch.Generator().manual_seed(seed)
-    w = (0.01 * torch.randn(xtr.shape[1], n_cls, generator=g, dtype=torch.float32)).requires_grad_()
-    b = torch.zeros(n_cls, dtype=torch.float32, requires_grad=True)
+    w = (0.01 * torch.randn(xtr.shape[1], n_cls, generator=g, dtype=torch.float32)).to(xtr.device).requires_grad_()
+    b = torch.zeros(n_cls, dtype=torch.float32, device=xtr.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
