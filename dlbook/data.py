@@ -336,3 +336,98 @@ register(Dataset(
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
              "Bag", "Ankle boot"),
 ))
+
+
+# ---------------------------------------------------------------- CIFAR-10
+# One canonical archive serves both splits. The archive's MD5 is verified by `_find` before
+# the reader sees it, each member's MD5 is verified again before it is parsed, and the
+# pickles are read with an unpickler that only rebuilds NumPy arrays (no other globals), so
+# no untrusted bytes are ever unpickled. The offline copy is a documented subset
+# (`cifar10_subset.npz`: first 900 images of every batch, a plain NumPy archive, no pickles).
+_CIFAR10_MEMBER_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+_CIFAR10_SUBSET = ("cifar10_subset.npz", "aa506f55d0da18fc954eef1a73718a6e0a3dfa1ebaabe968325bd1757918b983")
+
+
+def _cifar_rows_to_hwc(rows: np.ndarray) -> np.ndarray:
+    """(N, 3072) rows (1024 R, 1024 G, 1024 B, row-major planes) -> (N, 32, 32, 3) uint8."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != 3072:
+        raise DataError(f"CIFAR-10 rows must have shape (N, 3072), got {rows.shape}")
+    return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+
+
+def _cifar_unpickle_numpy_only(raw: bytes) -> dict:
+    """Parse one CIFAR batch pickle, allowing only the globals that rebuild a NumPy array."""
+    import io
+    import pickle
+
+    allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 pickles bytes inside an ndarray state
+
+    class _NumpyOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise DataError(f"CIFAR-10 batch refers to {module}.{name}; refusing to load it")
+            if module.startswith("numpy.core"):
+                module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+            return super().find_class(module, name)
+
+    return _NumpyOnly(io.BytesIO(raw), encoding="bytes").load()
+
+
+def read_cifar10_tar(path: Path, split: str, member_md5: dict[str, str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) uint8 and labels of `split` from the python-version tarball."""
+    import tarfile
+
+    member_md5 = _CIFAR10_MEMBER_MD5 if member_md5 is None else member_md5
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    with tarfile.open(path, "r:gz") as tar:
+        for n in names:
+            try:
+                raw = tar.extractfile(f"cifar-10-batches-py/{n}").read()
+            except (KeyError, AttributeError):
+                raise DataError(f"{path} has no member cifar-10-batches-py/{n}; delete it and download again") from None
+            got = hashlib.md5(raw).hexdigest()
+            if n in member_md5 and got != member_md5[n]:
+                raise ChecksumError(f"{path}: member {n} has MD5 {got}, expected {member_md5[n]}; "
+                                    "delete the archive and download again")
+            d = _cifar_unpickle_numpy_only(raw)
+            xs.append(_cifar_rows_to_hwc(d[b"data"]))
+            ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def read_cifar10_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The documented offline subset (plain arrays, `allow_pickle=False`)."""
+    with np.load(path, allow_pickle=False) as z:
+        return _cifar_rows_to_hwc(z[f"{split}_data"]), z[f"{split}_labels"].astype(np.int64)
+
+
+def _cifar10_reader(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+    p = paths[f"{split}_archive"]
+    return read_cifar10_npz(p, split) if p.suffix == ".npz" else read_cifar10_tar(p, split)
+
+
+register(Dataset(
+    name="cifar-10",
+    urls=("https://www.cs.toronto.edu/~kriz",),
+    files={f"{s}_archive": DataFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                                    (_CIFAR10_SUBSET,)) for s in ("train", "test")},
+    reader=_cifar10_reader,
+    licence="none stated by the authors; cite Krizhevsky (2009)",
+    citation="A. Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, "
+             "University of Toronto, 2009.",
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    sample=None,  # no licence to redistribute images: offline without a copy, load() raises
+    classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+))

@@ -1,0 +1,718 @@
+"""Chapter 01: Deep INFOMAX with an analytic KL prior.
+
+Discrete and Gaussian identities for the derivation checks, the convolutional encoder, the
+global and local critics, the three-term loss, per-profile settings and one entry point per
+experiment (Gaussian toy, false negatives of in-batch shuffling, CIFAR-10 training,
+feature evaluation, retrieval figures). Equation labels refer to notebooks/01_infomax.md.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import metrics
+from .config import by_profile
+from .config import device as default_device
+from .data import load
+from .train import ArrayLoader, History, Trainer
+
+LOG2 = math.log(2.0)
+
+
+# =============================================================== per-profile settings
+@dataclass(frozen=True)
+class InfomaxConfig:
+    # data: CIFAR-10; `per_batch` images from the start of each of the 5 training batches
+    # (None = all 50 000) and the first `n_test` test images
+    per_batch: int | None = 900
+    n_test: int = 900
+    # encoder: channel widths of the post (64, 128, 256, 256, 256) times `width`
+    width: float = 0.25
+    z_dim: int = 64
+    critic_width: int = 64
+    # loss weights of the post (eq-01-total)
+    alpha: float = 0.5
+    beta: float = 1.5
+    gamma: float = 0.01
+    # optimisation
+    batch_size: int = 64
+    lr: float = 1e-3
+    epochs: int = 10
+    sweep_epochs: int = 4  # length of the extra runs; the main run is also evaluated at this epoch
+    # gamma sweep (C8, C9) and extra runs for the dropdown: (alpha, beta, gamma, global input)
+    sweep: tuple[tuple[float, float, float, str], ...] = (
+        (0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"), (0.5, 1.5, 0.01, "paper"),
+        (0.0, 1.5, 0.01, "post"))
+    # Gaussian toy (MLP critic) and false-negative simulation
+    toy_n: int = 20_000
+    toy_rhos: tuple[float, ...] = (0.0, 0.2, 0.5, 0.65, 0.8, 0.9, 0.95)
+    toy_steps: int = 1500
+    toy_batch: int = 512
+    fn_batches: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+    fn_trials: int = 2000
+    knn_k: int = 10
+    slider_queries: int = 12
+
+
+CONFIGS = {
+    "smoke": InfomaxConfig(per_batch=40, n_test=100, width=0.125, z_dim=16, critic_width=32,
+                           batch_size=32, epochs=1, sweep_epochs=1, sweep=((0.5, 1.5, 0.0, "post"),),
+                           toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
+                           fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2),
+    "cpu": InfomaxConfig(),
+    # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
+    "full": InfomaxConfig(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
+                          epochs=50, sweep_epochs=10, toy_steps=4000,
+                          sweep=((0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"),
+                                 (0.5, 1.5, 0.01, "paper"), (0.0, 1.5, 0.01, "post"),
+                                 (0.5, 0.0, 0.01, "post"))),
+}
+
+
+def get_config(profile: str | None = None) -> InfomaxConfig:
+    return by_profile(CONFIGS, profile)
+
+
+# =============================================================== discrete identities (C1-C4)
+def _check_prob(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if np.any(p < 0) or not np.allclose(p.sum(axis), 1.0, atol=1e-9):
+        raise ValueError("not a probability table: entries must be >= 0 and sum to 1 along the last axis")
+    return p
+
+
+def kl_discrete(p, q) -> float:
+    """KL(p || q) in nats for discrete distributions, with 0 log 0 = 0."""
+    p, q = _check_prob(p), _check_prob(q)
+    m = p > 0
+    return float(np.sum(p[m] * np.log(p[m] / q[m])))
+
+
+def mutual_information(px, pz_x) -> float:
+    """I(X;Z) = KL(p(z|x)p(x) || p(z)p(x))  (eq-01-mi-kl)."""
+    px, pz_x = _check_prob(px), _check_prob(pz_x)
+    joint = px[:, None] * pz_x
+    prod = px[:, None] * (px @ pz_x)[None, :]
+    return kl_discrete(joint.ravel(), prod.ravel())
+
+
+def prior_identity_terms(px, pz_x, qz) -> dict[str, float]:
+    """The three quantities of the prior identity (eq-01-prior-identity):
+    E_x KL(p(z|x)||q), I(X;Z) and KL(p(z)||q)."""
+    px, pz_x, qz = _check_prob(px), _check_prob(pz_x), _check_prob(qz)
+    pz = px @ pz_x
+    e_kl = float(sum(px[i] * kl_discrete(pz_x[i], qz) for i in range(len(px))))
+    return {"E_kl": e_kl, "mi": mutual_information(px, pz_x), "kl_agg": kl_discrete(pz, qz)}
+
+
+def js_divergence(p, q) -> float:
+    """JS(P,Q) = 1/2 KL(P||M) + 1/2 KL(Q||M), M = (P+Q)/2, in nats  (eq-01-js)."""
+    p, q = _check_prob(p), _check_prob(q)
+    m = 0.5 * (p + q)
+    return 0.5 * kl_discrete(p, m) + 0.5 * kl_discrete(q, m)
+
+
+def js_divergence_batch(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise JS of two (N, K) stacks of distributions, vectorised  (eq-01-js)."""
+    p, q = _check_prob(p), _check_prob(q)
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kp = np.where(p > 0, p * np.log(p / m), 0.0).sum(-1)
+        kq = np.where(q > 0, q * np.log(q / m), 0.0).sum(-1)
+    return 0.5 * kp + 0.5 * kq
+
+
+def bce_objective(p, q, t) -> float:
+    """E_P log sigma(T) + E_Q log(1 - sigma(T)) for a discrete critic vector t  (eq-01-bce-objective)."""
+    p, q, t = _check_prob(p), _check_prob(q), np.asarray(t, dtype=np.float64)
+    log_sig = -np.logaddexp(0.0, -t)      # log sigma(t)
+    log_1m = -np.logaddexp(0.0, t)        # log(1 - sigma(t))
+    return float(np.sum(p * log_sig) + np.sum(q * log_1m))
+
+
+# =============================================================== Gaussian formulas (C1, C2, C5)
+def gaussian_kl_np(mu, logvar) -> float:
+    """KL(N(mu, diag e^logvar) || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - log sigma^2 - 1)  (eq-01-kl-gauss)."""
+    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
+    return float(0.5 * np.sum(mu ** 2 + np.exp(logvar) - logvar - 1.0))
+
+
+def gaussian_kl_mc(mu, logvar, n: int = 1_000_000, seed: int = 0) -> float:
+    """Monte-Carlo estimate of the same KL: E_p[log p(z) - log q(z)]."""
+    rng = np.random.default_rng(seed)
+    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
+    eps = rng.standard_normal((n, len(mu)))
+    z = mu + np.exp(0.5 * logvar) * eps
+    log_p = -0.5 * np.sum(eps ** 2 + logvar + math.log(2 * math.pi), axis=1)
+    log_q = -0.5 * np.sum(z ** 2 + math.log(2 * math.pi), axis=1)
+    return float(np.mean(log_p - log_q))
+
+
+def linear_gaussian_terms(a: float, s: float) -> dict[str, float]:
+    """x ~ N(0,1), z|x ~ N(a x, s^2), q = N(0,1): closed forms of I, KL(p(z)||q), E_x KL(p(z|x)||q)."""
+    return {"mi": 0.5 * math.log(1 + a * a / (s * s)),
+            "kl_agg": 0.5 * (a * a + s * s - 1 - math.log(a * a + s * s)),
+            "E_kl": 0.5 * (a * a + s * s - 1 - math.log(s * s))}
+
+
+def gaussian_mi(rho: float) -> float:
+    """I(X;Z) for a bivariate standard normal with correlation rho: -1/2 log(1 - rho^2)."""
+    return -0.5 * math.log(1.0 - rho * rho) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def correlated_pairs(rho: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, z = rho x + sqrt(1-rho^2) eps, and z shuffled (negatives)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    z = rho * x + math.sqrt(1 - rho * rho) * rng.standard_normal(n)
+    return x, z, z[rng.permutation(n)]
+
+
+def _quad_features(x, z):
+    return np.stack([np.ones_like(x), x * x, z * z, x * z], axis=1)
+
+
+def fit_quadratic_critic(x, z, z_neg, iters: int = 50) -> dict[str, float]:
+    """Logistic critic T = w . (1, x^2, z^2, xz) fitted by Newton's method on the balanced
+    BCE (joint pairs vs shuffled pairs); this family contains the true log density ratio.
+    Returns the plug-in MI estimate E_joint[T] and the maximised objective (eq-01-bce-objective)."""
+    f_pos, f_neg = _quad_features(x, z), _quad_features(x, z_neg)
+    feats = np.concatenate([f_pos, f_neg])
+    lab = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
+    w = np.zeros(4)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-feats @ w))
+        grad = feats.T @ (lab - p)
+        hess = (feats * (p * (1 - p))[:, None]).T @ feats
+        step = np.linalg.solve(hess + 1e-9 * np.eye(4), grad)
+        w = w + step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    t_pos, t_neg = f_pos @ w, f_neg @ w
+    obj = float(np.mean(-np.logaddexp(0, -t_pos)) + np.mean(-np.logaddexp(0, t_neg)))
+    return {"mi_est": float(np.mean(t_pos)), "objective": obj, "w": w}
+
+
+class MLPCritic2D(nn.Module):
+    """T(x, z): two hidden layers of width 64 (the toy critic)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                 nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.stack([x, z], dim=-1)).squeeze(-1)
+
+
+def fit_mlp_critic(x, z, z_neg, steps: int = 1500, batch: int = 512, lr: float = 3e-3,
+                   seed: int = 0) -> dict:
+    """Train the MLP critic with the BCE of (eq-01-bce) by Adam; plug-in MI = E_joint[T]."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    crit = MLPCritic2D()
+    opt = torch.optim.Adam(crit.parameters(), lr=lr)
+    xt, zt, znt = (torch.as_tensor(a, dtype=torch.float32) for a in (x, z, z_neg))
+    n = len(xt)
+    for _ in range(steps):
+        i = torch.randint(0, n, (batch,), generator=g)
+        j = torch.randint(0, n, (batch,), generator=g)
+        loss = bce_mi_loss(crit(xt[i], zt[i]), crit(xt[j], znt[j]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        t_pos, t_neg = crit(xt, zt), crit(xt, znt)
+        obj = -bce_mi_loss(t_pos, t_neg).item()
+    return {"mi_est": float(t_pos.mean()), "objective": obj, "critic": crit}
+
+
+def gaussian_toy(rhos: Sequence[float], n: int = 20_000, steps: int = 1500, batch: int = 512,
+                 seed: int = 0, progress: bool = True) -> dict:
+    """Experiment 1: for each correlation, the true MI, the quadratic and MLP critics'
+    plug-in estimates, and their maximised objectives (2 JS - 2 log 2)."""
+    from tqdm.auto import tqdm
+
+    out = {"rho": [], "true": [], "quad": [], "mlp": [], "obj_quad": [], "obj_mlp": [], "critics": [],
+           "samples": []}
+    for k, rho in enumerate(tqdm(list(rhos), desc="Gaussian toy", disable=not progress, leave=False)):
+        x, z, zn = correlated_pairs(rho, n, seed + k)
+        q = fit_quadratic_critic(x, z, zn)
+        m = fit_mlp_critic(x, z, zn, steps=steps, batch=batch, seed=seed + k)
+        out["rho"].append(rho)
+        out["true"].append(gaussian_mi(rho))
+        out["quad"].append(q["mi_est"])
+        out["mlp"].append(m["mi_est"])
+        out["obj_quad"].append(q["objective"])
+        out["obj_mlp"].append(m["objective"])
+        out["critics"].append(m["critic"])
+        out["samples"].append((x[:600], z[:600], zn[:600]))
+    return out
+
+
+# =============================================================== negatives: shuffling (C6)
+def shuffle_batch(t: torch.Tensor, mode: str = "randperm", generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Negatives by permuting the batch axis: `randperm` (the post; may keep some i -> i) or
+    `roll` (shift by one: never a fixed point). Returns (shuffled tensor, permutation)."""
+    b = t.shape[0]
+    if mode == "randperm":
+        perm = torch.randperm(b, generator=generator, device="cpu").to(t.device)
+    elif mode == "roll":
+        perm = torch.roll(torch.arange(b, device=t.device), 1)
+    else:
+        raise ValueError(f"unknown shuffle mode {mode!r}; choose 'randperm' or 'roll'")
+    return t[perm], perm
+
+
+def false_negative_rates(batch_sizes: Sequence[int], trials: int = 2000, seed: int = 0) -> dict:
+    """Fraction of 'negative' pairs that are positives (fixed points of the permutation)."""
+    g = torch.Generator().manual_seed(seed)
+    rate_perm, rate_roll = [], []
+    for b in batch_sizes:
+        fp = sum(int((torch.randperm(b, generator=g) == torch.arange(b)).sum()) for _ in range(trials))
+        rate_perm.append(fp / (trials * b))
+        rate_roll.append(float((torch.roll(torch.arange(b), 1) == torch.arange(b)).float().mean()))
+    return {"batch": list(batch_sizes), "randperm": rate_perm, "roll": rate_roll,
+            "theory": [1.0 / b for b in batch_sizes]}
+
+
+# =============================================================== encoder and critics
+def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """The post's CIFAR-10 encoder: 3 x [conv3x3-BN-LeakyReLU(0.2)-maxpool2] -> local map C(x)
+    (4x4 for 32x32 input), 2 x [conv3x3-BN-LeakyReLU] -> global max-pool -> mu, log sigma^2."""
+
+    def __init__(self, width: float = 1.0, z_dim: int = 256, in_ch: int = 3):
+        super().__init__()
+        c = [max(4, int(round(w * width))) for w in (64, 128, 256, 256, 256)]
+        self.local = nn.Sequential(_block(in_ch, c[0], True), _block(c[0], c[1], True), _block(c[1], c[2], True))
+        self.top = nn.Sequential(_block(c[2], c[3], False), _block(c[3], c[4], False))
+        self.mu = nn.Linear(c[4], z_dim)
+        self.logvar = nn.Linear(c[4], z_dim)
+        self.local_ch, self.z_dim = c[2], z_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if x.ndim != 4:
+            raise ValueError(f"Encoder expects (B, C, H, W) images, got shape {tuple(x.shape)}")
+        c = self.local(x)
+        h = self.top(c).amax(dim=(2, 3))  # global max pooling
+        return c, self.mu(h), self.logvar(h)
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)  (eq-01-reparam)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+class GlobalCritic(nn.Module):
+    """T1: an MLP (3 hidden ReLU layers) on a concatenated pair, one logit per pair."""
+
+    def __init__(self, in_dim: int, width: int = 256):
+        super().__init__()
+        self.in_dim = in_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                 nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        if pair.ndim != 2 or pair.shape[1] != self.in_dim:
+            raise ValueError(f"GlobalCritic expects (B, {self.in_dim}) pairs, got {tuple(pair.shape)}")
+        return self.net(pair).squeeze(1)
+
+
+class LocalCritic(nn.Module):
+    """T2: the same MLP applied at every location = a stack of 1x1 convolutions."""
+
+    def __init__(self, in_ch: int, width: int = 256):
+        super().__init__()
+        self.in_ch = in_ch
+        self.net = nn.Sequential(nn.Conv2d(in_ch, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(),
+                                 nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, 1, 1))
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        if pair.ndim != 4 or pair.shape[1] != self.in_ch:
+            raise ValueError(f"LocalCritic expects (B, {self.in_ch}, h, w) maps, got {tuple(pair.shape)}")
+        return self.net(pair)
+
+
+def global_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor, mode: str = "post"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of the global critic.
+    post (author's code): positive [z, z], negative [z, z_perm];
+    paper (DIM): positive [flatten C(x), z], negative [flatten C(x_perm), z]."""
+    if mode == "post":
+        return torch.cat([z, z], 1), torch.cat([z, z[perm]], 1)
+    if mode == "paper":
+        flat = c.flatten(1)
+        return torch.cat([flat, z], 1), torch.cat([flat[perm], z], 1)
+    raise ValueError(f"unknown global critic input {mode!r}; choose 'post' or 'paper'")
+
+
+def local_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concat-and-convolve: broadcast z to every cell of C(x); positive [z, C(x)],
+    negative [z, C(x_perm)] along channels."""
+    zb = z[:, :, None, None].expand(-1, -1, c.shape[2], c.shape[3])
+    return torch.cat([zb, c], 1), torch.cat([zb, c[perm]], 1)
+
+
+# =============================================================== losses
+def bce_mi_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    """-(E_joint log sigma(T) + E_marg log(1 - sigma(T)))  (eq-01-bce), via stable softplus:
+    -log sigma(t) = softplus(-t), -log(1 - sigma(t)) = softplus(t). Its minimum is 2 log 2 - 2 JS."""
+    return F.softplus(-pos_logits).mean() + F.softplus(neg_logits).mean()
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per sample  (eq-01-kl-gauss), averaged over the batch.
+    reduction='mean' also averages over the code dimensions, as the post's code does
+    (-1/2 mean(1 + log sigma^2 - mu^2 - sigma^2)); 'sum' is the textbook KL."""
+    per_dim = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+    if reduction == "mean":
+        return per_dim.mean()
+    if reduction == "sum":
+        return per_dim.sum(1).mean()
+    raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'sum'")
+
+
+class InfoMax(nn.Module):
+    """Encoder + global critic T1 + local critic T2 with the weights of (eq-01-total)."""
+
+    def __init__(self, width: float = 1.0, z_dim: int = 256, critic_width: int = 256,
+                 alpha: float = 0.5, beta: float = 1.5, gamma: float = 0.01,
+                 global_input: str = "post", shuffle: str = "randperm", image_size: int = 32):
+        super().__init__()
+        if global_input not in ("post", "paper"):
+            raise ValueError(f"unknown global critic input {global_input!r}; choose 'post' or 'paper'")
+        self.encoder = Encoder(width, z_dim)
+        cl, hw = self.encoder.local_ch, (image_size // 8) ** 2
+        g_in = 2 * z_dim if global_input == "post" else cl * hw + z_dim
+        self.global_critic = GlobalCritic(g_in, critic_width)
+        self.local_critic = LocalCritic(z_dim + cl, critic_width)
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.global_input, self.shuffle = global_input, shuffle
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        c, mu, logvar = self.encoder(x)
+        z = reparameterise(mu, logvar)
+        _, perm_g = shuffle_batch(z, self.shuffle)
+        _, perm_l = shuffle_batch(z, self.shuffle)
+        g_pos, g_neg = global_pairs(z, c, perm_g, self.global_input)
+        l_pos, l_neg = local_pairs(z, c, perm_l)
+        glob = bce_mi_loss(self.global_critic(g_pos), self.global_critic(g_neg))
+        loc = bce_mi_loss(self.local_critic(l_pos), self.local_critic(l_neg))
+        kl = gaussian_kl(mu, logvar, "mean")
+        # (eq-01-total)
+        total = self.alpha * glob + self.beta * loc + self.gamma * kl
+        return {"loss": total, "global": glob, "local": loc, "kl": kl, "logvar": logvar.mean()}
+
+
+def infomax_step(model: InfoMax, batch) -> tuple[torch.Tensor, dict]:
+    """The Trainer's step function: one minibatch of images (labels ignored)."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    out = model.losses(x)
+    return out["loss"], {k: v.detach() for k, v in out.items() if k != "loss"}
+
+
+# =============================================================== data, training, features
+def images_to_input(x_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [-0.5, 0.5] as in the post."""
+    from .data import to_float
+
+    return to_float(x_uint8) - 0.5
+
+
+def input_to_images(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `images_to_input` (the post's figure code used (x+1)/2, a contrast bug)."""
+    return (x + 0.5).clamp(0, 1)
+
+
+@dataclass
+class CifarData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+def load_cifar(cfg: InfomaxConfig) -> CifarData:
+    """The profile's CIFAR-10 data. With `per_batch` = k, the first k images of each of the
+    five training batches: exactly the offline subset for k = 900, the same images when the
+    full archive is available."""
+    tr, te = load("cifar-10", "train"), load("cifar-10", "test", limit=cfg.n_test)
+    x, y = tr.x, tr.y
+    if cfg.per_batch is not None:
+        if len(x) == 50_000:
+            idx = np.concatenate([b * 10_000 + np.arange(cfg.per_batch) for b in range(5)])
+        elif len(x) == 4_500:  # the offline subset holds the first 900 of each batch, in order
+            if cfg.per_batch > 900:
+                raise ValueError("the offline CIFAR-10 subset holds only 900 images per batch")
+            idx = np.concatenate([b * 900 + np.arange(cfg.per_batch) for b in range(5)])
+        else:
+            idx = np.arange(min(len(x), 5 * cfg.per_batch))
+        x, y = x[idx], y[idx]
+    return CifarData(x, y, te.x, te.y, tr.source)
+
+
+@dataclass
+class InfomaxRun:
+    name: str
+    alpha: float
+    beta: float
+    gamma: float
+    global_input: str
+    model: InfoMax
+    history: History
+    initial: dict[str, float]
+    seconds: float
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    snapshots: dict[int, dict] = field(default_factory=dict)  # epoch -> encoder state_dict
+
+
+def run_label(alpha: float, beta: float, gamma: float, global_input: str) -> str:
+    return f"alpha={alpha:g}, beta={beta:g}, gamma={gamma:g}, global critic={global_input}"
+
+
+def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None = None,
+                  beta: float | None = None, gamma: float | None = None, global_input: str = "post",
+                  epochs: int | None = None, snapshot_epochs: Sequence[int] = (), seed: int = 0,
+                  progress: bool = True) -> InfomaxRun:
+    """Experiment 3: train encoder + critics jointly with Adam on (eq-01-total) through
+    `dlbook.train.Trainer`. Logs every quarter epoch; `epochs` of the result holds per-epoch
+    means; `snapshot_epochs` keeps copies of the encoder after those epochs."""
+    a = cfg.alpha if alpha is None else alpha
+    b = cfg.beta if beta is None else beta
+    g = cfg.gamma if gamma is None else gamma
+    n_ep = cfg.epochs if epochs is None else epochs
+    torch.manual_seed(seed)
+    model = InfoMax(cfg.width, cfg.z_dim, cfg.critic_width, a, b, g, global_input,
+                    image_size=x_train.shape[-1])
+    loader = ArrayLoader(x_train, cfg.batch_size, shuffle=True, seed=seed)
+    spe = len(loader)
+    with torch.no_grad():  # the losses at initialisation (C7), on the first minibatch
+        model.train()
+        first = next(iter(loader))
+        initial = {k: float(v) for k, v in model.losses(first).items()}
+    snaps: dict[int, dict] = {}
+
+    def keep(trainer, step, _metrics):
+        if step % spe == 0 and step // spe in snapshot_epochs:
+            snaps[step // spe] = {k: v.detach().cpu().clone()
+                                  for k, v in trainer.model.encoder.state_dict().items()}
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    every = max(d for d in range(1, max(1, spe // 4) + 1) if spe % d == 0)  # divides an epoch
+    tr = Trainer(model, opt, infomax_step, log_every=every, progress=progress,
+                 callbacks=[keep], desc=f"gamma={g:g} {global_input}")
+    t0 = time.perf_counter()
+    hist = tr.fit(loader, steps=n_ep * spe)
+    secs = time.perf_counter() - t0
+    per_epoch = []
+    steps = np.asarray(hist.steps)
+    for e in range(n_ep):
+        m = (steps > e * spe) & (steps <= (e + 1) * spe)
+        per_epoch.append({k: float(np.nanmean(np.asarray(v)[m])) for k, v in hist.metrics.items()})
+    return InfomaxRun(run_label(a, b, g, global_input), a, b, g, global_input, model, hist, initial, secs,
+                      per_epoch, snaps)
+
+
+def encoder_from_snapshot(cfg: InfomaxConfig, state: dict) -> Encoder:
+    enc = Encoder(cfg.width, cfg.z_dim)
+    enc.load_state_dict(state)
+    return enc.to(default_device()).eval()
+
+
+@torch.no_grad()
+def encode(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """mu(x) and log sigma^2(x) in eval mode (BatchNorm with running statistics)."""
+    was = encoder.training
+    encoder.eval()
+    dev = next(encoder.parameters()).device
+    mus, lvs = [], []
+    for s in range(0, len(x), batch):
+        _, mu, lv = encoder(x[s:s + batch].to(dev))
+        mus.append(mu.cpu())
+        lvs.append(lv.cpu())
+    encoder.train(was)
+    return torch.cat(mus).numpy(), torch.cat(lvs).numpy()
+
+
+def code_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict[str, float]:
+    """Prior diagnostics (C8, C9): |mean mu|, aggregate variance Var[mu] + E[sigma^2]
+    averaged over dimensions, and the mean log sigma^2."""
+    return {"abs_mean_mu": float(np.abs(mu.mean(0)).mean()),
+            "agg_var": float((mu.var(0) + np.exp(logvar).mean(0)).mean()),
+            "mean_logvar": float(logvar.mean()),
+            "feature_mean": float(mu.mean()), "feature_std": float(mu.std())}
+
+
+def evaluate_features(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
+                      k: int = 10) -> dict[str, float]:
+    """Test queries against the training bank: top-k cosine label agreement, k-NN accuracy
+    (cosine, majority vote) and a linear probe."""
+    return {"agreement": metrics.knn_label_agreement(f_train, y_train, f_test, y_test, k, "cosine"),
+            "knn_acc": metrics.knn_accuracy(f_train, y_train, f_test, y_test, k, "cosine"),
+            "probe_acc": metrics.linear_probe(f_train, y_train, f_test, y_test)}
+
+
+# =============================================================== figures
+def retrieval_figure(images: np.ndarray, labels: np.ndarray, rows: Sequence[Sequence[int]],
+                     row_names: Sequence[str] = (), class_names: Sequence[str] = (), title: str = "",
+                     tile: float = 0.75):
+    """Rows of images (a query followed by its neighbours, the query framed in red) drawn as
+    one picture; each tile's label is green when it matches the first image of its row."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = [list(map(int, r)) for r in rows]
+    k = max(len(r) for r in rows)
+    h, w = images.shape[1:3]
+    pad, lab = 2, 11
+    H, W = len(rows) * (h + pad + lab) + pad, k * (w + pad) + pad
+    canvas = np.ones((H, W, 3), np.float32)
+    for r, row in enumerate(rows):
+        for c, j in enumerate(row):
+            y0, x0 = pad + r * (h + pad + lab) + lab, pad + c * (w + pad)
+            canvas[y0:y0 + h, x0:x0 + w] = images[j] / 255.0
+    fig, ax = plt.subplots(figsize=(tile * k + (1.4 if row_names else 0.2), tile * 1.3 * len(rows) + 0.4))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for r, row in enumerate(rows):
+        y0 = pad + r * (h + pad + lab) + lab
+        ax.add_patch(Rectangle((pad - 1, y0 - 1), w + 1, h + 1, fill=False, ec="tab:red", lw=1.5))
+        for c, j in enumerate(row):
+            name = class_names[labels[j]] if len(class_names) else str(labels[j])
+            ax.text(pad + c * (w + pad) + w / 2, y0 - 2, name, ha="center", va="bottom", fontsize=6,
+                    color="tab:green" if labels[j] == labels[row[0]] else "0.35")
+        same = float(np.mean(labels[row[1:]] == labels[row[0]])) if len(row) > 1 else float("nan")
+        text = (row_names[r] + "\n" if row_names else "") + f"{same:.0%} same"
+        ax.text(-3, y0 + h / 2, text, ha="right", va="center", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def retrieval_rows(feats: np.ndarray, queries: Sequence[int], k: int = 10, metric: str = "cosine"
+                   ) -> np.ndarray:
+    """Indices (Q, k) of each query's k nearest images (itself first) in feature space."""
+    return metrics.nearest_neighbours(feats, feats[list(queries)], k, metric)[0]
+
+
+
+
+
+# =============================================================== experiment entry points
+def run_sweep(cfg: InfomaxConfig, x_train: torch.Tensor, seed: int = 0, progress: bool = True
+              ) -> list[InfomaxRun]:
+    """Experiment 4: the extra (alpha, beta, gamma, global input) runs of the profile, each
+    `cfg.sweep_epochs` long (the gamma sweep of C8/C9 and the paper-critic ablation)."""
+    return [train_infomax(cfg, x_train, a, b, g, gi, epochs=cfg.sweep_epochs, seed=seed, progress=progress)
+            for a, b, g, gi in cfg.sweep]
+
+
+def compare_features(cfg: InfomaxConfig, data: CifarData,
+                     encoders: dict[str, Encoder | tuple[Encoder, str] | None],
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Experiment 5: k-NN label agreement, k-NN accuracy and linear probe for each entry:
+    an encoder (its mu(x), with the prior diagnostics of the codes on the training set),
+    (encoder, "local") for its flattened local map C(x), or None for raw pixels."""
+    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
+    out = {}
+    for name, enc in encoders.items():
+        stats = {}
+        if enc is None:
+            ftr, fte = xtr.flatten(1).numpy(), xte.flatten(1).numpy()
+        elif isinstance(enc, tuple):
+            if enc[1] != "local":
+                raise ValueError(f"unknown feature layer {enc[1]!r}; use (encoder, 'local')")
+            ftr, fte = encode_local(enc[0], xtr), encode_local(enc[0], xte)
+        else:
+            ftr, lv = encode(enc, xtr)
+            fte, _ = encode(enc, xte)
+            stats = code_statistics(ftr, lv)
+        out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k), **stats}
+    return out
+
+
+@torch.no_grad()
+def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndarray:
+    """The flattened local feature map C(x) in eval mode."""
+    was = encoder.training
+    encoder.eval()
+    dev = next(encoder.parameters()).device
+    out = torch.cat([encoder.local(x[s:s + batch].to(dev)).flatten(1).cpu() for s in range(0, len(x), batch)])
+    encoder.train(was)
+    return out.numpy()
+
+
+def random_encoder(cfg: InfomaxConfig, seed: int = 0) -> Encoder:
+    """The same architecture, freshly initialised (the baseline of C10)."""
+    torch.manual_seed(seed + 12345)
+    return Encoder(cfg.width, cfg.z_dim).to(default_device()).eval()
+
+
+def toy_figure(res: dict, k: int):
+    """One panel set per correlation: joint vs shuffled samples, and the MLP critic's T(x, z)
+    next to the true log-ratio log p(x,z)/(p(x)p(z))."""
+    import matplotlib.pyplot as plt
+
+    rho = res["rho"][k]
+    x, z, zn = res["samples"][k]
+    fig, ax = plt.subplots(1, 3, figsize=(12.5, 3.6), gridspec_kw={"wspace": 0.35})
+    ax[0].scatter(x, zn, s=4, alpha=0.5, c="tab:orange", label="shuffled (negatives)")
+    ax[0].scatter(x, z, s=4, alpha=0.5, c="tab:blue", label="joint (positives)")
+    ax[0].set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), xlabel="x", ylabel="z", title=f"samples, rho = {rho:g}")
+    ax[0].legend(loc="upper left", fontsize=7, markerscale=3)
+    g = np.linspace(-3, 3, 121)
+    gx, gz = np.meshgrid(g, g)
+    with torch.no_grad():
+        t = res["critics"][k](torch.as_tensor(gx.ravel(), dtype=torch.float32),
+                              torch.as_tensor(gz.ravel(), dtype=torch.float32)).numpy().reshape(gx.shape)
+    r2 = 1 - rho * rho
+    true = -0.5 * math.log(r2) - (gx ** 2 - 2 * rho * gx * gz + gz ** 2) / (2 * r2) + (gx ** 2 + gz ** 2) / 2
+    lv = np.linspace(-4, 4, 17)
+    for a, f, title in ((ax[1], t, "learned critic T(x, z)"), (ax[2], true, "true log p(x,z)/(p(x)p(z))")):
+        cs = a.contourf(gx, gz, np.clip(f, -4, 4), levels=lv, cmap="RdBu_r")
+        a.set(xlabel="x", ylabel="z", title=title)
+        a.grid(False)
+    fig.colorbar(cs, ax=ax[1:], shrink=0.85)
+    fig.suptitle(f"true I = {res['true'][k]:.3f} nats;  plug-in estimates E_joint[T]: "
+                 f"quadratic {res['quad'][k]:.3f}, MLP {res['mlp'][k]:.3f}", fontsize=10, y=1.04)
+    return fig
+
+
+def run_figure(run: InfomaxRun, scores: dict[str, float] | None = None):
+    """A summary of one precomputed run for the dropdown: the three loss terms per logged
+    step and the mean log sigma^2, with its feature scores in the title."""
+    import matplotlib.pyplot as plt
+
+    h = run.history
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.3))
+    for key, c in (("global", "tab:blue"), ("local", "tab:orange"), ("kl", "tab:green")):
+        ax[0].plot(h.steps, h[key], c=c, label=f"{key} term")
+    ax[0].axhline(2 * LOG2, ls="--", c="0.5", lw=1, label="2 log 2")
+    ax[0].set(xlabel="step", ylabel="loss term", ylim=(0, max(2.0, min(6.0, max(h["kl"]) * 1.05))))
+    ax[0].legend(fontsize=8)
+    ax[1].plot(h.steps, h["logvar"], c="tab:purple")
+    ax[1].set(xlabel="step", ylabel="mean log sigma^2")
+    t = run.name
+    if scores:
+        t += (f"\nk-NN acc {scores['knn_acc']:.3f}, top-10 agreement {scores['agreement']:.3f}, "
+              f"probe {scores['probe_acc']:.3f}, aggregate var {scores.get('agg_var', float('nan')):.2f}")
+    fig.suptitle(t, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,106 @@
+"""Generic evaluation metrics for learned features: nearest-neighbour retrieval, k-NN label
+agreement and accuracy, and a linear (logistic-regression) probe. Nothing here depends on a
+particular chapter; every function takes plain feature matrices and integer labels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+METRICS = ("cosine", "l2")
+
+
+def _device() -> torch.device:
+    """Large searches and probes run on the GPU when there is one (results come back on CPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _as_tensor(a) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    t = t.detach().float().to(_device())
+    if t.ndim != 2:
+        raise ValueError(f"features must be a 2-D (N, D) matrix, got shape {tuple(t.shape)}")
+    return t
+
+
+def _labels(y) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(y)).long().to(_device())
+
+
+def nearest_neighbours(bank, queries, k: int = 10, metric: str = "cosine",
+                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (Q, k) of the `k` nearest rows of `bank` for each query row, best first, and
+    their scores: cosine similarity (higher is nearer) or Euclidean distance (lower)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    b, q = _as_tensor(bank), _as_tensor(queries)
+    if b.shape[1] != q.shape[1]:
+        raise ValueError(f"bank has {b.shape[1]} features but queries have {q.shape[1]}")
+    k = min(int(k), len(b))
+    if metric == "cosine":
+        b = torch.nn.functional.normalize(b, dim=1)
+        q = torch.nn.functional.normalize(q, dim=1)
+    idx, score = [], []
+    for s in range(0, len(q), chunk):
+        qs = q[s:s + chunk]
+        if metric == "cosine":
+            sim = qs @ b.T
+            v, i = sim.topk(k, dim=1)
+        else:
+            d2 = (qs.pow(2).sum(1, keepdim=True) - 2 * qs @ b.T + b.pow(2).sum(1)[None]).clamp_min(0)
+            v, i = d2.topk(k, dim=1, largest=False)
+            v = v.sqrt()
+        idx.append(i.cpu())
+        score.append(v.cpu())
+    return torch.cat(idx).numpy(), torch.cat(score).numpy()
+
+
+def knn_label_agreement(bank, bank_labels, queries, query_labels, k: int = 10,
+                        metric: str = "cosine", exclude_self: bool = False) -> float:
+    """Mean fraction of each query's `k` nearest bank items that share its label. With
+    `exclude_self` (queries = bank), each query's own row is skipped."""
+    kk = k + 1 if exclude_self else k
+    idx, _ = nearest_neighbours(bank, queries, kk, metric)
+    if exclude_self:
+        own = np.arange(len(idx))[:, None]
+        idx = np.stack([row[row != o[0]][:k] for row, o in zip(idx, own)])
+    yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
+    return float((yb[idx] == yq[:, None]).mean())
+
+
+def knn_accuracy(bank, bank_labels, queries, query_labels, k: int = 10,
+                 metric: str = "cosine") -> float:
+    """Accuracy of a majority vote among the `k` nearest bank items (ties: the nearest wins)."""
+    idx, _ = nearest_neighbours(bank, queries, k, metric)
+    yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
+    n_cls = int(max(yb.max(), yq.max())) + 1
+    votes = np.zeros((len(idx), n_cls))
+    for j in range(idx.shape[1]):  # earlier neighbours get a tiny tie-breaking bonus
+        np.add.at(votes, (np.arange(len(idx)), yb[idx[:, j]]), 1.0 + 1e-3 * (idx.shape[1] - j))
+    return float((votes.argmax(1) == yq).mean())
+
+
+def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
+                 max_iter: int = 100, seed: int = 0) -> float:
+    """Test accuracy of a multinomial logistic regression on frozen features (standardised
+    with the training statistics, L2 penalty `weight_decay`, full-batch L-BFGS in float32)."""
+    xtr, xte = _as_tensor(train_x), _as_tensor(test_x)
+    ytr, yte = _labels(train_y), _labels(test_y)
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise ValueError("features and labels differ in length")
+    mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    n_cls = int(max(ytr.max(), yte.max())) + 1
+    g = torch.Generator().manual_seed(seed)
+    w = (0.01 * torch.randn(xtr.shape[1], n_cls, generator=g, dtype=torch.float32)).to(xtr.device).requires_grad_()
+    b = torch.zeros(n_cls, dtype=torch.float32, device=xtr.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((xte @ w + b).argmax(1) == yte).float().mean())

@@ -1,0 +1,229 @@
+"""Chapter 01 (Deep INFOMAX): identities, losses against hand values, shapes of both
+critics' inputs, gradients, a short training run and clear errors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlbook import infomax as im
+from dlbook.config import ProfileError
+from dlbook.data import ArrayData
+
+LOG2 = math.log(2)
+
+
+# ------------------------------------------------------------------ identities
+def test_prior_identity_discrete():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        px, pz_x, qz = rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(6), 4), rng.dirichlet(np.ones(6))
+        t = im.prior_identity_terms(px, pz_x, qz)
+        assert t["E_kl"] == pytest.approx(t["mi"] + t["kl_agg"], abs=1e-12)
+        assert t["mi"] >= 0
+
+
+def test_linear_gaussian_identity_and_mi():
+    g = im.linear_gaussian_terms(1.3, 0.6)
+    assert g["E_kl"] == pytest.approx(g["mi"] + g["kl_agg"], abs=1e-13)
+    assert im.gaussian_mi(0.8) == pytest.approx(0.5108256, abs=1e-6)
+
+
+def test_js_bounds_and_batch():
+    assert im.js_divergence([1, 0], [0, 1]) == pytest.approx(LOG2, abs=1e-14)
+    assert im.js_divergence([0.3, 0.7], [0.3, 0.7]) == pytest.approx(0.0, abs=1e-15)
+    rng = np.random.default_rng(1)
+    p, q = rng.dirichlet(np.ones(5), 50), rng.dirichlet(np.ones(5), 50)
+    batch = im.js_divergence_batch(p, q)
+    assert np.allclose(batch, [im.js_divergence(a, b) for a, b in zip(p, q)], atol=1e-14)
+    assert np.all((batch >= 0) & (batch <= LOG2))
+
+
+def test_bad_probability_table():
+    with pytest.raises(ValueError, match="probability"):
+        im.js_divergence([0.5, 0.6], [0.5, 0.5])
+
+
+# ------------------------------------------------------------------ losses
+def test_bce_hand_values():
+    z = torch.zeros(5)
+    assert im.bce_mi_loss(z, z).item() == pytest.approx(2 * LOG2, abs=1e-6)
+    # -log sigma(log 3) = log(4/3) and -log(1 - sigma(-log 3)) = log(4/3)
+    t = torch.tensor([math.log(3)], dtype=torch.float64)
+    assert im.bce_mi_loss(t, -t).item() == pytest.approx(2 * math.log(4 / 3), abs=1e-12)
+
+
+def test_bce_form_equals_2js_minus_2log2_at_optimum():
+    """Discrete toy: P = (1/2, 1/4, 1/4), Q = (1/4, 1/4, 1/2) as equally weighted samples; at
+    the optimal critic T* = log p/q the torch BCE equals 2 log 2 - 2 JS."""
+    p, q = np.array([0.5, 0.25, 0.25]), np.array([0.25, 0.25, 0.5])
+    t_star = torch.tensor(np.log(p / q), dtype=torch.float64)
+    pos = t_star.repeat_interleave(torch.tensor([2, 1, 1]))   # samples from P
+    neg = t_star.repeat_interleave(torch.tensor([1, 1, 2]))   # samples from Q
+    js = im.js_divergence(p, q)
+    assert im.bce_mi_loss(pos, neg).item() == pytest.approx(2 * LOG2 - 2 * js, abs=1e-12)
+    assert im.bce_objective(p, q, t_star.numpy()) == pytest.approx(2 * js - 2 * LOG2, abs=1e-12)
+    # any other critic is worse
+    for d in (0.3, -0.5):
+        assert im.bce_mi_loss(pos + d, neg + d).item() > 2 * LOG2 - 2 * js
+
+
+def test_bce_gradient_is_sigmoid_minus_label():
+    t = torch.tensor([0.7, -1.2], dtype=torch.float64, requires_grad=True)
+    s = torch.tensor([0.1, 2.0], dtype=torch.float64, requires_grad=True)
+    im.bce_mi_loss(t, s).backward()
+    assert torch.allclose(t.grad, (torch.sigmoid(t) - 1) / 2)
+    assert torch.allclose(s.grad, torch.sigmoid(s) / 2)
+
+
+def test_gaussian_kl_hand_value_and_reductions():
+    mu = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    lv = torch.tensor([[0.0, math.log(2.0)]], dtype=torch.float64)
+    want = 0.5 + 0.5 * (1 - math.log(2))
+    assert im.gaussian_kl(mu, lv, "sum").item() == pytest.approx(want, abs=1e-12)
+    assert im.gaussian_kl(mu, lv, "mean").item() == pytest.approx(want / 2, abs=1e-12)
+    assert im.gaussian_kl_np(mu[0].numpy(), lv[0].numpy()) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        im.gaussian_kl(mu, lv, "max")
+
+
+def test_gaussian_kl_gradient():
+    mu = torch.tensor([[0.3, -1.1]], dtype=torch.float64, requires_grad=True)
+    lv = torch.tensor([[0.4, -0.7]], dtype=torch.float64, requires_grad=True)
+    im.gaussian_kl(mu, lv, "sum").backward()
+    assert torch.allclose(mu.grad, mu.detach())                       # d/dmu = mu
+    assert torch.allclose(lv.grad, 0.5 * (lv.detach().exp() - 1))     # d/dlogvar = (sigma^2 - 1)/2
+    assert torch.autograd.gradcheck(lambda m, l: im.gaussian_kl(m, l, "mean"),
+                                    (mu.detach().requires_grad_(), lv.detach().requires_grad_()))
+
+
+def test_gaussian_kl_monte_carlo():
+    mu, lv = np.array([0.5, -0.2]), np.array([0.3, -0.4])
+    assert im.gaussian_kl_mc(mu, lv, 200_000, seed=0) == pytest.approx(im.gaussian_kl_np(mu, lv), abs=1e-2)
+
+
+def test_quadratic_critic_recovers_mi():
+    x, z, zn = im.correlated_pairs(0.8, 20_000, seed=0)
+    est = im.fit_quadratic_critic(x, z, zn)
+    assert abs(est["mi_est"] - im.gaussian_mi(0.8)) / im.gaussian_mi(0.8) < 0.05
+    assert -2 * LOG2 < est["objective"] < 0
+
+
+# ------------------------------------------------------------------ negatives
+def test_shuffle_modes():
+    t = torch.arange(10.0)[:, None]
+    rolled, perm = im.shuffle_batch(t, "roll")
+    assert not torch.any(perm == torch.arange(10))
+    shuffled, perm = im.shuffle_batch(t, "randperm", torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled[:, 0], perm.float())
+    with pytest.raises(ValueError, match="shuffle mode"):
+        im.shuffle_batch(t, "sort")
+    fn = im.false_negative_rates([4, 64], trials=500)
+    assert fn["roll"] == [0.0, 0.0] and abs(fn["randperm"][1] - 1 / 64) < 0.01
+
+
+# ------------------------------------------------------------------ shapes
+def test_encoder_and_critic_input_shapes():
+    torch.manual_seed(0)
+    m = im.InfoMax(width=0.125, z_dim=16, critic_width=8)
+    x = torch.rand(6, 3, 32, 32) - 0.5
+    c, mu, lv = m.encoder(x)
+    assert c.shape == (6, 32, 4, 4) and mu.shape == lv.shape == (6, 16)
+    z = im.reparameterise(mu, lv)
+    perm = torch.roll(torch.arange(6), 1)
+    gp, gn = im.global_pairs(z, c, perm, "post")
+    assert gp.shape == gn.shape == (6, 32)
+    assert torch.equal(gp[:, :16], gp[:, 16:])             # the post's positive pair is [z, z]
+    assert torch.equal(gn[:, 16:], z[perm])
+    pp, pn = im.global_pairs(z, c, perm, "paper")
+    assert pp.shape == pn.shape == (6, 32 * 16 + 16)
+    assert torch.equal(pn[:, :512], c.flatten(1)[perm])
+    lp, ln = im.local_pairs(z, c, perm)
+    assert lp.shape == ln.shape == (6, 48, 4, 4)
+    assert torch.equal(lp[:, :16, 2, 3], z) and torch.equal(ln[:, 16:], c[perm])
+    assert m.global_critic(gp).shape == (6,)
+    assert m.local_critic(lp).shape == (6, 1, 4, 4)
+    paper = im.InfoMax(width=0.125, z_dim=16, critic_width=8, global_input="paper")
+    assert paper.global_critic.in_dim == 32 * 16 + 16
+
+
+def test_full_size_local_map_is_4x4x256():
+    enc = im.Encoder(width=1.0, z_dim=256)
+    with torch.no_grad():
+        c, mu, _ = enc(torch.zeros(2, 3, 32, 32))
+    assert c.shape == (2, 256, 4, 4) and mu.shape == (2, 256)
+
+
+def test_losses_and_initial_bce():
+    torch.manual_seed(0)
+    m = im.InfoMax(width=0.125, z_dim=16, critic_width=8)
+    out = m.losses(torch.rand(16, 3, 32, 32) - 0.5)
+    assert set(out) == {"loss", "global", "local", "kl", "logvar"}
+    total = 0.5 * out["global"] + 1.5 * out["local"] + 0.01 * out["kl"]
+    assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+    assert abs(out["global"].item() - 2 * LOG2) < 0.1 and abs(out["local"].item() - 2 * LOG2) < 0.1
+
+
+def test_bad_inputs():
+    m = im.InfoMax(width=0.125, z_dim=8, critic_width=8)
+    with pytest.raises(ValueError, match="global critic input"):
+        im.global_pairs(torch.zeros(2, 8), torch.zeros(2, 4, 4, 4), torch.arange(2), "both")
+    with pytest.raises(ValueError, match="global critic input"):
+        im.InfoMax(global_input="both")
+    with pytest.raises(ValueError, match="GlobalCritic expects"):
+        m.global_critic(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="LocalCritic expects"):
+        m.local_critic(torch.zeros(2, 5, 4, 4))
+    with pytest.raises(ValueError, match="Encoder expects"):
+        m.encoder(torch.zeros(3, 32, 32))
+    with pytest.raises(ProfileError):
+        im.get_config("huge")
+
+
+# ------------------------------------------------------------------ training
+def test_short_training_run_moves_the_loss_down():
+    cfg = im.InfomaxConfig(width=0.125, z_dim=8, critic_width=16, batch_size=16, epochs=3, lr=3e-3)
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 32, 32) - 0.5
+    run = im.train_infomax(cfg, x, snapshot_epochs=(2,), progress=False)
+    losses = [e["loss"] for e in run.epochs]
+    assert all(np.isfinite(losses)) and len(losses) == 3
+    assert losses[-1] < run.initial["loss"]
+    assert 2 in run.snapshots
+    enc = im.encoder_from_snapshot(cfg, run.snapshots[2])
+    mu, lv = im.encode(enc, x)
+    assert mu.shape == (64, 8) and lv.shape == (64, 8) and not enc.training
+    s = im.code_statistics(mu, lv)
+    assert s["agg_var"] > 0 and np.isfinite(s["mean_logvar"])
+
+
+def test_load_cifar_picks_first_images_of_each_batch(monkeypatch):
+    tr = ArrayData(np.arange(4500, dtype=np.uint8).reshape(4500, 1, 1, 1).repeat(3, -1),
+                   np.arange(4500) % 10, "subset", "cifar-10", "train")
+    te = ArrayData(np.zeros((7, 1, 1, 3), np.uint8), np.zeros(7, np.int64), "subset", "cifar-10", "test")
+    monkeypatch.setattr(im, "load", lambda name, split, limit=None: tr if split == "train" else te)
+    d = im.load_cifar(im.InfomaxConfig(per_batch=2, n_test=7))
+    assert list(d.y_train) == [0, 1, 900 % 10, 901 % 10, 1800 % 10, 1801 % 10, 2700 % 10, 2701 % 10,
+                               3600 % 10, 3601 % 10]
+    with pytest.raises(ValueError, match="900"):
+        im.load_cifar(im.InfomaxConfig(per_batch=1000))
+
+
+def test_profiles_exist_and_full_is_the_post():
+    full = im.get_config("full")
+    assert (full.width, full.z_dim, full.batch_size, full.epochs, full.lr) == (1.0, 256, 64, 50, 1e-3)
+    assert (full.alpha, full.beta, full.gamma) == (0.5, 1.5, 0.01) and full.per_batch is None
+    assert im.get_config("smoke").epochs <= im.get_config("cpu").epochs
+
+
+def test_compare_features_entries():
+    rng = np.random.default_rng(0)
+    data = im.CifarData(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 4,
+                        rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
+    cfg = im.InfomaxConfig(width=0.125, z_dim=8, knn_k=3)
+    enc = im.random_encoder(cfg)
+    out = im.compare_features(cfg, data, {"pix": None, "mu": enc, "loc": (enc, "local")})
+    assert set(out) == {"pix", "mu", "loc"} and "agg_var" in out["mu"] and "agg_var" not in out["loc"]
+    assert all(0 <= out[k]["knn_acc"] <= 1 for k in out)
+    with pytest.raises(ValueError, match="layer"):
+        im.compare_features(cfg, data, {"bad": (enc, "top")})
