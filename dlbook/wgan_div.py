@@ -350,14 +350,14 @@ def load_images(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor | None, st
 
     if cfg.data == "celeba":
         a = D.load("celeba", "train", limit=cfg.n_train)
-        x = D.to_float(a.x)  # (N, 3, H, W), aligned faces
+        x = D.to_float(np.array(a.x))  # (N, 3, H, W), aligned faces
         h, w = x.shape[-2:]
         s = min(h, w)
         x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
         x = F.interpolate(x, size=cfg.img_size, mode="bilinear", antialias=True, align_corners=False)
         return x * 2 - 1, None, a.source
     a = D.load(cfg.data, "train", limit=cfg.n_train)
-    x = D.to_float(a.x)
+    x = D.to_float(np.array(a.x))
     pad = (cfg.img_size - x.shape[-1]) // 2
     if pad > 0:
         x = F.pad(x, (pad, pad, pad, pad))
