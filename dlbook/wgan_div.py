@@ -154,7 +154,7 @@ def gp_pointwise_max(g: float, k: float, r: float) -> float:
 class ToyConfig:
     data: str = "8gaussians"
     steps: int = 4000  # generator steps for 1:1 methods
-    gp_steps: int = 1000  # generator steps for WGAN-GP at 5:1 (5,000 critic updates)
+    gp_steps: int = 800  # generator steps for WGAN-GP at 5:1 (4,000 critic updates, as WGAN-div)
     gp_n_critic: int = 5
     batch: int = 256
     width: int = 128
@@ -209,8 +209,8 @@ class Config:
 
 CONFIGS = {
     "smoke": Config(
-        ToyConfig(steps=60, gp_steps=20, batch=64, width=32, eval_every=20, n_eval=500, n_show=300,
-                  field_n=41, seeds=(0,), workers=1),
+        ToyConfig(steps=40, gp_steps=10, batch=32, width=16, eval_every=20, n_eval=300, n_show=200,
+                  field_n=31, seeds=(0,), workers=1),
         ImageConfig(n_train=512, steps=6, batch=16, eval_every=3, n_fid=64, fid_steps=5, base=4, max_ch=8)),
     "cpu": Config(
         ToyConfig(workers=2),
