@@ -536,7 +536,7 @@ CONFIGS = {
     "smoke": MLPConfig(n_train=512, n_test=256, hidden=64, batch=64, steps=20, log_every=5,
                        lrs={"sgd": 0.1, "momentum": 0.01, "sign": 3e-4, "rmsprop": 1e-3,
                             "adam": 1e-3, "adagrad": 0.02}, sgd_lrs=(0.05, 0.1), light=True),
-    "cpu": MLPConfig(n_train=10000, n_test=2000, hidden=256, batch=64, steps=3000, log_every=50,
+    "cpu": MLPConfig(n_train=10000, n_test=2000, hidden=128, batch=64, steps=1200, log_every=25,
                      lrs={"sgd": 0.1, "momentum": 0.01, "sign": 3e-4, "rmsprop": 1e-3,
                           "adam": 1e-3, "adagrad": 0.02}),
     "full": MLPConfig(n_train=60000, n_test=10000, hidden=1024, batch=128, steps=20000,
@@ -639,7 +639,8 @@ def train_mlp(cfg: MLPConfig, seed: int = 0, device=None, progress: bool = True)
     ytr = torch.as_tensor(tr.y)
     xte = torch.as_tensor(data.to_float(te.x)).float().reshape(len(te.x), -1)
     yte = torch.as_tensor(te.y)
-    runs = [(name, lr) for name, lr in cfg.lrs.items()] + [("sgd", lr) for lr in cfg.sgd_lrs]
+    runs = [(name, lr) for name, lr in cfg.lrs.items()]
+    runs += [("sgd", lr) for lr in cfg.sgd_lrs if ("sgd", lr) not in runs]
     out = {"source": tr.source, "runs": {}}
     for name, lr in runs:
         torch.manual_seed(seed)
