@@ -1,0 +1,261 @@
+"""Tests for dlbook.dynamics (chapter 08): test functions, integrators, optimiser steps,
+steepest descent, stochastic dynamics, configuration and the MLP experiment."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dlbook.dynamics as D
+
+
+# ------------------------------------------------------------------ test functions
+def test_double_well_values_and_critical_points():
+    dw = D.DOUBLE_WELL
+    assert dw([0.0, 0.0]) == pytest.approx(0.25)
+    assert dw([1.0, 0.5]) == 0.0 and dw([-1.0, -0.5]) == 0.0
+    # hand value: x=2, y=-1: 1/4 (4-1)^2 + 1/2 (-2-2)^2 = 9/4 + 8
+    assert dw([2.0, -1.0]) == pytest.approx(10.25)
+    for m in dw.minima:
+        assert np.allclose(dw.grad(m), 0)
+        assert np.all(np.linalg.eigvalsh(dw.hess(m)) > 0)
+
+
+@pytest.mark.parametrize("obj,point", [(D.DOUBLE_WELL, [0.3, -0.7]), (D.SADDLE, [0.4, 1.1]),
+                                       (D.ROSENBROCK, [-0.5, 0.8]), (D.quadratic([1.0, 7.0, 30.0]), [0.2, -0.3, 0.5])])
+def test_gradient_and_hessian_match_finite_differences(obj, point):
+    th = np.array(point)
+    eps = 1e-6
+    d = len(th)
+    fd = np.array([(obj(th + eps * e) - obj(th - eps * e)) / (2 * eps) for e in np.eye(d)])
+    assert np.allclose(obj.grad(th), fd, rtol=1e-6, atol=1e-6)
+    fh = np.array([(obj.grad(th + eps * e) - obj.grad(th - eps * e)) / (2 * eps) for e in np.eye(d)])
+    assert np.allclose(obj.hess(th), fh, rtol=1e-5, atol=1e-4)
+
+
+def test_grid_evaluation_matches_pointwise():
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-2, 2, 4))
+    for obj in (D.DOUBLE_WELL, D.SADDLE, D.ROSENBROCK, D.quadratic([1.0, 10.0])):
+        Z = obj.on_grid(xs, ys)
+        assert Z.shape == xs.shape
+        assert Z[2, 3] == pytest.approx(obj([xs[2, 3], ys[2, 3]]))
+
+
+def test_quartic_critical_points():
+    cp = D.quartic_critical_points()
+    assert np.allclose(cp, [(9 - math.sqrt(33)) / 8, (9 + math.sqrt(33)) / 8, 3.0])
+    assert np.allclose(D.quartic_grad(cp), 0, atol=1e-12)
+    assert D.quartic(cp[0]) < 1e-6 and D.quartic(3.0) == pytest.approx(1.62276)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="length 2"):
+        D.DOUBLE_WELL.grad(np.zeros(3))
+    with pytest.raises(ValueError, match="positive"):
+        D.quadratic([1.0, -1.0])
+    with pytest.raises(ValueError, match="unknown norm"):
+        D.steepest_direction(np.ones(3), "l3")
+    with pytest.raises(ValueError, match="needs a positive-definite"):
+        D.dual_norm(np.ones(3), "P")
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        D.run_optimizer("lion", lambda t: t, np.ones(2), 0.1, 3)
+    with pytest.raises(ValueError, match="unknown optimiser"):
+        D.make_optimizer("lion", [torch.zeros(1, requires_grad=True)], 0.1)
+    with pytest.raises(ValueError, match="gamma > 0"):
+        D.leapfrog_coefficients(1.0, 0.0)
+
+
+# ------------------------------------------------------------------ integrators
+def test_gd_is_euler_and_error_halves_with_h():
+    q = D.quadratic([1.0, 4.0])
+    it = D.gd(q.grad, [1.0, 1.0], 0.1, 3)
+    assert np.allclose(it[-1], [0.9 ** 3, 0.6 ** 3])  # hand-computed Euler steps
+    # exact flow of the quadratic: theta_i(t) = exp(-a_i t) theta_i(0)
+    errs = []
+    for h in (0.02, 0.01, 0.005):
+        n = int(round(1 / h))
+        it = D.gd(q.grad, [1.0, 1.0], h, n)
+        ex = np.exp(-np.outer(h * np.arange(n + 1), [1.0, 4.0]))
+        errs.append(np.abs(it - ex).max())
+    r = np.array(errs[:-1]) / np.array(errs[1:])
+    assert np.all((r > 1.9) & (r < 2.1))
+
+
+def test_leapfrog_error_quarters_with_consistent_start():
+    q = D.quadratic([1.0, 3.0])
+    lam, T = 1.0, 2.0
+    _, ref = D.integrate(D.heavy_ball_field(q, lam), [1.0, -0.5, 0.0, 0.0], T, t_eval=np.linspace(0, T, 401))
+    errs = []
+    for g in (0.02, 0.01, 0.005):
+        a, b = D.leapfrog_coefficients(lam, g)
+        th, _ = D.heavy_ball(q.grad, [1.0, -0.5], a, b, int(round(T / g)),
+                             D.consistent_v0(q.grad, [1.0, -0.5], g))
+        errs.append(np.abs(th - ref[::int(round(g / 0.005)), :2]).max())
+    r = np.array(errs[:-1]) / np.array(errs[1:])
+    assert np.all((r > 3.7) & (r < 4.3))
+
+
+def test_leapfrog_coefficients_and_inverse():
+    a, b = D.leapfrog_coefficients(2.0, 0.1)
+    assert a == pytest.approx(0.01 / 1.1) and b == pytest.approx(0.9 / 1.1)
+    assert D.time_step_of(2.0, a) == pytest.approx(0.1)
+    assert D.leapfrog_coefficients(0.0, 0.1) == pytest.approx((0.01, 1.0))
+    assert D.retuned_beta(0.9, 0.25) == pytest.approx(0.95)
+
+
+def test_heavy_ball_last_only_matches_full():
+    q = D.quadratic([1.0, 2.0])
+    th, v = D.heavy_ball(q.grad, [1.0, 1.0], 0.01, 0.9, 50)
+    th1, v1 = D.heavy_ball(q.grad, [1.0, 1.0], 0.01, 0.9, 50, last_only=True)
+    assert np.allclose(th[-1], th1) and np.allclose(v[-1], v1)
+
+
+def test_modified_field_is_gradient_of_modified_loss():
+    dw, h = D.DOUBLE_WELL, 0.05
+    th = np.array([0.7, -0.2])
+    Lt = lambda t: dw(t) + h / 4 * float(dw.grad(t) @ dw.grad(t))
+    eps = 1e-6
+    fd = np.array([(Lt(th + eps * e) - Lt(th - eps * e)) / (2 * eps) for e in np.eye(2)])
+    assert np.allclose(D.modified_field(dw, h)(th), -fd, atol=1e-6)
+
+
+def test_polyak_field_gives_exponential_decay_rate():
+    dw = D.DOUBLE_WELL
+    th = np.array([1.7, 0.3])
+    # dL/dt = <grad L, field> = -L exactly
+    assert float(dw.grad(th) @ D.polyak_field(dw)(th)) == pytest.approx(-dw(th))
+    # the truncated field caps the speed at M L
+    v = D.polyak_field(dw, M=0.01)(th)
+    assert np.linalg.norm(v) == pytest.approx(0.01 * dw(th))
+
+
+def test_truncated_polyak_1d_step_by_hand():
+    x0, h, M = 4.0, 0.01, 1000.0
+    xs = D.truncated_polyak_1d(D.quartic, D.quartic_grad, x0, h, M, 1)
+    g = D.quartic_grad(x0)
+    assert xs[1] == pytest.approx(x0 - h * min(1 / abs(g), M) * D.quartic(x0))
+
+
+def test_normalized_gd_accumulates_time():
+    ths, ts = D.normalized_gd_1d(lambda x: 2 * x, 1.0, 0.25, 2)
+    assert np.allclose(ths, [1.0, 0.75, 0.5])
+    assert np.allclose(ts, [0.0, 0.25 / 2.0, 0.25 / 2.0 + 0.25 / 1.5])
+
+
+# ------------------------------------------------------------------ optimiser steps
+def test_rmsprop_and_adam_with_zero_averaging_are_sign_descent():
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(20)
+    g[np.abs(g) < 1e-3] = 0.5
+    th = rng.standard_normal(20)
+    z = np.zeros(20)
+    r = D.rmsprop_step(th, g, D.RMSpropState(z.copy()), 0.01, alpha=0.0, eps=1e-12)
+    a = D.adam_step(th, g, D.AdamState(z.copy(), z.copy()), 0.01, betas=(0.0, 0.0), eps=1e-12)
+    s = D.sign_step(th, g, 0.01)
+    assert np.abs(r - s).max() < 1e-9 and np.abs(a - s).max() < 1e-9
+
+
+@pytest.mark.parametrize("name,ours,kw,torch_cls,tkw", [
+    ("rmsprop", D.rmsprop_step, {"alpha": 0.9, "eps": 1e-8}, torch.optim.RMSprop, {"alpha": 0.9, "eps": 1e-8}),
+    ("adam", D.adam_step, {"betas": (0.9, 0.999), "eps": 1e-8}, torch.optim.Adam, {"betas": (0.9, 0.999), "eps": 1e-8}),
+    ("adagrad", D.adagrad_step, {"eps": 1e-10}, torch.optim.Adagrad, {"eps": 1e-10}),
+])
+def test_numpy_steps_match_torch(name, ours, kw, torch_cls, tkw):
+    q = D.quadratic([1.0, 10.0, 100.0])
+    th = np.array([1.0, -0.5, 0.25])
+    z = np.zeros(3)
+    state = {"rmsprop": lambda: D.RMSpropState(z.copy()), "adam": lambda: D.AdamState(z.copy(), z.copy()),
+             "adagrad": lambda: D.AdagradState(z.copy())}[name]()
+    p = torch.tensor(th.copy(), requires_grad=True)
+    opt = torch_cls([p], lr=0.01, **tkw)
+    for _ in range(5):
+        th = ours(th, q.grad(th), state, 0.01, **kw)
+        opt.zero_grad()
+        (0.5 * (torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64) * p ** 2).sum()).backward()
+        opt.step()
+    assert np.allclose(th, p.detach().numpy(), atol=1e-12)
+
+
+def test_sign_descent_stalls_at_order_h_and_gd_converges():
+    q = D.quadratic([1.0, 10.0, 100.0])
+    s0 = np.array([1.0037, 0.7071, 0.5123])
+    it = D.run_optimizer("sign", q.grad, s0, 0.01, 2000)
+    assert np.all(np.abs(it[-1]) <= 0.01) and np.all(np.abs(it[-1]) > 0)
+    it = D.run_optimizer("gd", q.grad, s0, 0.01, 2000)
+    assert q(it[-1]) < 1e-15
+
+
+# ------------------------------------------------------------------ steepest descent
+def test_steepest_direction_attains_dual_norm():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((5, 5))
+    P = A @ A.T + np.eye(5)
+    for _ in range(20):
+        g = rng.standard_normal(5)
+        for norm in D.NORMS:
+            Pn = P if norm == "P" else None
+            v = D.steepest_direction(g, norm, Pn)
+            assert g @ v == pytest.approx(-D.dual_norm(g, norm, Pn))
+        assert np.abs(D.steepest_direction(g, "linf")).max() == 1.0
+        assert np.abs(D.steepest_direction(g, "l1")).sum() == 1.0
+        v = D.steepest_direction(g, "P", P)
+        assert v @ P @ v == pytest.approx(1.0)
+    # unnormalised steps: GD and preconditioned GD
+    g = rng.standard_normal(5)
+    assert np.allclose(D.steepest_step(g, "l2"), -g)
+    assert np.allclose(D.steepest_step(g, "P", P), -np.linalg.solve(P, g))
+
+
+# ------------------------------------------------------------------ stochastic dynamics
+def test_tv_distance_is_zero_for_exact_samples_and_one_for_disjoint():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(200_000)
+    assert D.tv_to_density(x, lambda z: -z * z / 2, -4, 4, bins=40) < 0.01
+    assert D.tv_to_density(np.full(100, 3.5), lambda z: -z * z / 2, -4, 4, bins=40) > 0.99
+
+
+def test_langevin_on_a_quadratic_has_variance_sigma2_over_2():
+    rng = np.random.default_rng(0)
+    xs = D.langevin(lambda x: x, np.zeros(2000), 1.0, 1e-2, 3000, rng, burn=1000, every=20)
+    assert xs.var() == pytest.approx(0.5, rel=0.05)
+
+
+def test_gradient_noise_scaling_on_synthetic_data():
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.standard_normal((300, 4)), np.ones((300, 1))])
+    y = rng.integers(0, 3, 300)
+    out = D.gradient_noise_scaling(X, y, 0.1 * rng.standard_normal((3, 5)), [4, 16], draws=3000)
+    for B in (4, 16):
+        assert out[B] / out["per_example"] == pytest.approx(1.0, abs=0.1)
+
+
+# ------------------------------------------------------------------ config and the MLP experiment
+def test_config_profiles():
+    assert D.config("smoke").light and not D.config("cpu").light
+    assert D.config("full").n_train >= D.config("cpu").n_train >= D.config("smoke").n_train
+    with pytest.raises(ValueError):
+        D.config("huge")
+
+
+def test_sign_sgd_optimizer_step():
+    p = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    opt = D.make_optimizer("sign", [p], 0.1)
+    (p * torch.tensor([2.0, 0.5, -1.0])).sum().backward()
+    opt.step()
+    assert torch.allclose(p.detach(), torch.tensor([0.9, -2.1, 3.1]))
+
+
+def test_mlp_training_few_steps_lowers_loss():
+    torch.manual_seed(0)
+    x = torch.randn(256, 20)
+    y = (x[:, 0] > 0).long()
+    model = D.make_mlp(20, 32, 2)
+    opt = D.make_optimizer("adam", model.parameters(), 1e-2)
+    from dlbook.train import ArrayLoader, Trainer
+
+    tr = Trainer(model, opt, D.cross_entropy_step, device="cpu", progress=False)
+    hist = tr.fit(ArrayLoader((x, y), 32), 40)
+    loss = np.array(hist["loss"])
+    assert np.all(np.isfinite(loss)) and loss[-5:].mean() < loss[:5].mean()
+    out = model(x)
+    assert out.shape == (256, 2)
