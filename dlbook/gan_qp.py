@@ -224,6 +224,15 @@ def js_gauss(beta: float, sigma: float = 0.3, **kw) -> float:
     return LOG2 - js_gauss_deficit(beta, sigma, **kw)
 
 
+def separation_curves(betas, sigma: float = 0.3, n: int = 401) -> dict:
+    """QP-div at lam = 1 (it is linear in lam) and JS on a beta grid, with derivatives by
+    np.gradient: the precomputed curves behind the notebook's sliders (coarser quadrature)."""
+    betas = np.asarray(betas, np.float64)
+    qp = np.array([qp_div_gauss(b, sigma, 1.0, n) for b in betas])
+    js = np.array([js_gauss(b, sigma, n=2001) for b in betas])
+    return {"beta": betas, "qp": qp, "js": js, "dqp": np.gradient(qp, betas), "djs": np.gradient(js, betas)}
+
+
 def separation_table(betas, sigma: float = 0.3, lam: float = 1.0, h: float = 1e-3, n: int = 1201) -> dict:
     """QP-div, JS and their beta-derivatives (central differences) at each beta."""
     rows = {"beta": [], "qp": [], "dqp": [], "js": [], "djs": []}
@@ -243,6 +252,11 @@ DISTANCES = ("l1", "l2", "euclid")
 MODES = ("pair", "broadcast")
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half/bf16 under autocast are widened; float64 stays float64)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def pair_distance(x_real: torch.Tensor, x_fake: torch.Tensor, dist: str = "l1") -> torch.Tensor:
     """d(x_r,i, x_f,i) per pair, shape (N,). As in the author's code, 'l1' and 'l2' are
     per-element AVERAGES: mean |x_r - x_f| and sqrt(mean (x_r - x_f)^2); 'euclid' is the
@@ -251,7 +265,7 @@ def pair_distance(x_real: torch.Tensor, x_fake: torch.Tensor, dist: str = "l1") 
         raise ValueError(f"unknown distance {dist!r}: choose one of {DISTANCES}")
     if x_real.shape != x_fake.shape:
         raise ValueError(f"pair_distance: real {tuple(x_real.shape)} and fake {tuple(x_fake.shape)} differ")
-    diff = (x_real - x_fake).flatten(1).float()
+    diff = _wide((x_real - x_fake).flatten(1))
     if dist == "l1":
         return diff.abs().mean(1)
     if dist == "l2":
@@ -270,7 +284,7 @@ def qp_critic_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.Ten
         raise ValueError(f"unknown penalty mode {mode!r}: choose one of {MODES}")
     if not lam > 0:
         raise ValueError(f"lam must be positive, got {lam}")
-    t_real, t_fake = t_real.float().reshape(len(t_real), -1), t_fake.float().reshape(len(t_fake), -1)
+    t_real, t_fake = _wide(t_real).reshape(len(t_real), -1), _wide(t_fake).reshape(len(t_fake), -1)
     if t_real.shape != t_fake.shape or t_real.shape[1] != 1:
         raise ValueError(f"critic outputs must both be (N,) or (N, 1), got {tuple(t_real.shape)}, {tuple(t_fake.shape)}")
     if len(x_real) != len(t_real):
@@ -291,7 +305,7 @@ def qp_generator_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.
 
     ``quadratic=True`` is the ablation the post warns against: the generator minimises the
     critic's whole objective mean [Delta - Delta^2 / (2 lam d)] (eq-06-gen-quad)."""
-    delta = (t_real.float().reshape(-1) - t_fake.float().reshape(-1))
+    delta = _wide(t_real).reshape(-1) - _wide(t_fake).reshape(-1)
     if not quadratic:
         return delta.mean()  # (eq-06-gen)
     if x_real is None or x_fake is None:
