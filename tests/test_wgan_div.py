@@ -1,0 +1,97 @@
+"""Chapter 05: the 1-D closed form (W1-W6 on coarse grids), configs and a toy smoke run."""
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+
+from dlbook import wgan_div as wd
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return wd.make_grid1d(n=401)
+
+
+@pytest.mark.parametrize("k,p", [(0.5, 2), (2, 2), (1, 3), (2, 6)])
+def test_closed_form_matches_numerical_maximum(grid, k, p):
+    Wn, sn = wd.solve_1d(grid, k, p)
+    Wc, sc = wd.closed_form(grid.G, grid.r, grid.h, k, p)
+    assert abs(Wn - Wc) / Wc < 1e-6
+    m = np.abs(grid.G) > 1e-3
+    assert np.max(np.abs(sn[m] - sc[m]) / np.abs(sc[m])) < 1e-4
+
+
+def test_reference_values():
+    g = wd.make_grid1d(n=801)
+    assert wd.closed_form(g.G, g.r, g.h, 2, 6)[0] == pytest.approx(2.2562, abs=1e-4)
+    assert wd.closed_form(g.G, g.r, g.h, 2, 2)[0] == pytest.approx(2.9039, abs=1e-4)
+    assert wd.closed_form(g.G, g.r, g.h, 0.5, 2)[0] == pytest.approx(11.615, abs=1e-3)
+    assert wd.w1_1d(g) == pytest.approx(3.0, abs=1e-6)
+
+
+def test_objective_gradient_by_finite_differences(grid):
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=grid.x.shape) * 0.1
+    _, grad = wd.objective_1d(T, grid, 2.0, 6.0)
+    for i in (3, 150, 300):
+        e = np.zeros_like(T); e[i] = 1e-6
+        fd = (wd.objective_1d(T + e, grid, 2.0, 6.0)[0] - wd.objective_1d(T - e, grid, 2.0, 6.0)[0]) / 2e-6
+        assert fd == pytest.approx(grad[i], rel=1e-5, abs=1e-9)
+
+
+def test_zero_for_equal_distributions_and_symmetry():
+    g = wd.make_grid1d(p=(0.3, 0.6), q=(0.3, 0.6), n=401)
+    assert wd.solve_1d(g, 2, 6)[0] < 1e-10
+    a = wd.solve_1d(wd.make_grid1d(n=401), 2, 6)[0]
+    b = wd.solve_1d(wd.make_grid1d(p=(-1, 0.7), q=(2, 0.5), n=401), 2, 6)[0]
+    assert abs(a - b) / a < 1e-12
+
+
+def test_large_p_tends_to_w1_and_gap_sensitivity():
+    g = wd.make_grid1d(n=801)
+    W = [wd.closed_form(g.G, g.r, g.h, 2, p)[0] for p in (6, 10, 20, 50)]
+    assert all(np.diff(W) > 0) and abs(W[-1] - wd.w1_1d(g)) / wd.w1_1d(g) < 0.10
+    ratios = []
+    for p in (2, 6):
+        v = [wd.closed_form((h := wd.make_grid1d(r=wd.gap_r(e))).G, h.r, h.h, 2, p)[0] for e in (1e-2, 1e-4)]
+        ratios.append(v[1] / v[0])
+    assert ratios[0] == pytest.approx(98.5, rel=0.05) and ratios[1] == pytest.approx(1.86, rel=0.05)
+
+
+def test_envelope_theorem():
+    fd, env = wd.envelope_check(n=401)
+    assert fd == pytest.approx(env, rel=1e-4) and env == pytest.approx(-0.8034, abs=2e-3)
+
+
+def test_gp_pointwise_max_by_brute_force():
+    s = np.linspace(-20, 20, 400001)
+    for g, k, r in [(0.3, 1.0, 0.5), (-0.7, 2.0, 0.1)]:
+        assert np.max(g * s - k * r * (np.abs(s) - 1) ** 2) == pytest.approx(wd.gp_pointwise_max(g, k, r), rel=1e-7)
+
+
+def test_configs_exist_for_every_profile():
+    for prof in ("smoke", "cpu", "full"):
+        c = wd.config(prof)
+        assert c.toy.k == 2 and c.toy.p == 6
+    assert wd.config("full").image.data == "celeba" and wd.config("full").image.img_size == 64
+    with pytest.raises(ValueError):
+        wd.config("laptop")
+
+
+def test_toy_specs_cover_w7_and_w8():
+    cfg = wd.config("cpu").toy
+    specs = wd.toy_specs(cfg)
+    keys = {(s["method"], s["strategy"], s["seed"]) for s in specs}
+    assert {("wgan-div", "pool", 0), ("wgan-div", "pool", 1), ("sgan", "-", 1)} <= keys
+    assert all(("wgan-gp", st, 0) in keys and ("wgan-div", st, 0) in keys for st in wd.gan.STRATEGIES)
+
+
+def test_toy_job_smoke():
+    cfg = replace(wd.config("smoke").toy, steps=20, eval_every=10, n_eval=200)
+    r = wd._toy_job(dict(method="wgan-div", strategy="pool", seed=0, fields=True, cfg=asdict(cfg)))
+    assert sorted(r["evals"]) == [0, 10, 20]
+    assert all(0 <= e["quality"] <= 1 for e in r["evals"].values())
+    assert r["snapshots"][20]["field"][1].shape == (cfg.field_n, cfg.field_n)
+    assert np.all(np.isfinite(r["metrics"]["critic"]))
+    with pytest.raises(ValueError, match="unknown toy method"):
+        wd._toy_job(dict(method="lsgan", strategy="pool", seed=0, cfg=asdict(cfg)))
