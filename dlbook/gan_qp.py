@@ -635,6 +635,18 @@ def image_experiment(cfg: ImageConfig, seed: int = 0, device=None) -> dict:
     from .config import device as default_device
 
     dev = torch.device(device or default_device())
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        # One thread: on a shared 2-core machine two OpenMP threads made these small convs
+        # ~15x slower (spin-waiting), and one thread is nearly as fast on an idle machine.
+        torch.set_num_threads(1)
+    try:
+        return _image_experiment(cfg, seed, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _image_experiment(cfg: ImageConfig, seed: int, dev: torch.device) -> dict:
     t0 = time.perf_counter()
     x, y, source = load_images(cfg)
     nf = min(len(x), max(cfg.n_fid, 2000))

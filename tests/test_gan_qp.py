@@ -142,6 +142,15 @@ def test_separated_gaussians_coarse():
 
 
 def test_ganqp_loss_object_and_short_training():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention on a shared machine
+    try:
+        _short_training()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _short_training():
     torch.manual_seed(0)
     data = gan.toy_dataset("8gaussians")
     G, T = gan.mlp(2, 2, 32, 2), gan.mlp(2, 1, 32, 2, "lrelu")
