@@ -154,7 +154,7 @@ def gp_pointwise_max(g: float, k: float, r: float) -> float:
 class ToyConfig:
     data: str = "8gaussians"
     steps: int = 4000  # generator steps for 1:1 methods
-    gp_steps: int = 1000  # generator steps for WGAN-GP at 5:1 (5,000 critic updates)
+    gp_steps: int = 800  # generator steps for WGAN-GP at 5:1 (4,000 critic updates, as WGAN-div)
     gp_n_critic: int = 5
     batch: int = 256
     width: int = 128
@@ -209,8 +209,8 @@ class Config:
 
 CONFIGS = {
     "smoke": Config(
-        ToyConfig(steps=60, gp_steps=20, batch=64, width=32, eval_every=20, n_eval=500, n_show=300,
-                  field_n=41, seeds=(0,), workers=1),
+        ToyConfig(steps=40, gp_steps=10, batch=32, width=16, eval_every=20, n_eval=300, n_show=200,
+                  field_n=31, seeds=(0,), workers=1),
         ImageConfig(n_train=512, steps=6, batch=16, eval_every=3, n_fid=64, fid_steps=5, base=4, max_ch=8)),
     "cpu": Config(
         ToyConfig(workers=2),
@@ -350,14 +350,14 @@ def load_images(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor | None, st
 
     if cfg.data == "celeba":
         a = D.load("celeba", "train", limit=cfg.n_train)
-        x = D.to_float(a.x)  # (N, 3, H, W), aligned faces
+        x = D.to_float(np.array(a.x))  # (N, 3, H, W), aligned faces
         h, w = x.shape[-2:]
         s = min(h, w)
         x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
         x = F.interpolate(x, size=cfg.img_size, mode="bilinear", antialias=True, align_corners=False)
         return x * 2 - 1, None, a.source
     a = D.load(cfg.data, "train", limit=cfg.n_train)
-    x = D.to_float(a.x)
+    x = D.to_float(np.array(a.x))
     pad = (cfg.img_size - x.shape[-1]) // 2
     if pad > 0:
         x = F.pad(x, (pad, pad, pad, pad))
