@@ -524,49 +524,15 @@ def spectral_critic(cfg: ImageConfig) -> nn.Module:
     return T
 
 
-def _celeba_from_zip(n: int, size: int) -> tuple[torch.Tensor, str]:
-    """CelebA aligned faces from a zip of JPEGs, for the full profile when the data registry
-    has no 'celeba' entry: the first zip named ``img_align_celeba*.zip`` under
-    ``$DLBOOK_DATA/celeba`` or a ``$DLBOOK_MIRROR`` folder's ``celeba/``. Centre-cropped to a
-    square and resized to ``size``; returned in [0, 1]. CelebA may not be redistributed:
-    download it from its source (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)."""
-    import io
-    import zipfile
-
-    from PIL import Image
-
-    from . import data as D
-
-    roots = [D.data_dir() / "celeba"] + [m / "celeba" for m in D.mirror_dirs()]
-    zips = sorted(z for r in roots if r.is_dir() for z in r.glob("img_align_celeba*.zip"))
-    if not zips:
-        raise D.DataError("CelebA not found: put img_align_celeba.zip (from "
-                          "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html) in "
-                          f"{D.data_dir() / 'celeba'}; the dataset may not be redistributed")
-    zpath = max(zips, key=lambda z: z.stat().st_size)
-    out = []
-    with zipfile.ZipFile(zpath) as zf:
-        names = sorted(m for m in zf.namelist() if m.lower().endswith(".jpg"))[:n]
-        for m in names:
-            im = Image.open(io.BytesIO(zf.read(m))).convert("RGB")
-            w, h = im.size
-            s = min(w, h)
-            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-            out.append(np.asarray(im.resize((size, size), Image.BICUBIC)))
-    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
-    return x, f"{zpath} ({len(out)} images)"
-
-
 def load_images(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """Training images in [-1, 1], (N, C, S, S), their labels (or None) and the data source.
-    MNIST / Fashion-MNIST are padded 28 -> 32; CelebA is centre-cropped and resized."""
+    MNIST / Fashion-MNIST are padded 28 -> 32; CelebA comes from the registry as 64x64 face
+    crops (it may not be redistributed: download img_align_celeba.zip from its source) and is
+    resized if another size is asked for."""
     from torch.nn import functional as F
 
     from . import data as D
 
-    if cfg.data == "celeba" and "celeba" not in D.REGISTRY:
-        x, source = _celeba_from_zip(cfg.n_train, cfg.img_size)
-        return x * 2 - 1, None, source
     a = D.load(cfg.data, "train", limit=cfg.n_train)
     x = D.to_float(a.x)
     if cfg.data == "celeba":
