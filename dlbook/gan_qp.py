@@ -383,12 +383,12 @@ class ImageConfig:
     max_ch: int = 64
     kernel: int = 4
     batch: int = 64
-    steps: int = 400  # generator steps
+    steps: int = 1000  # generator steps
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     lam: float = 10.0
     dist: str = "l1"
-    eval_every: int = 100
+    eval_every: int = 200
     n_fid: int = 1000
     fid_steps: int = 400
     compare: tuple[str, ...] = ()  # Q11 (full): "wgan-gp", "sgan-sn"
