@@ -1,0 +1,178 @@
+"""Tests for chapter 06 (GAN-QP): losses against hand computations, the derivation helpers,
+bad inputs and a short training run."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlbook import gan, gan_qp as Q
+
+# A 2-pair batch computed by hand: Delta = (1, 2); Euclidean d = (1, 2);
+# L1 (mean |.|) d = (0.5, 1.0); L2 (RMS) d = (sqrt(0.5), sqrt(2)).
+T_REAL = torch.tensor([[1.0], [3.0]])
+T_FAKE = torch.tensor([[0.0], [1.0]])
+X_REAL = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+X_FAKE = torch.tensor([[1.0, 0.0], [1.0, 3.0]])
+
+
+def test_pair_distances_by_hand():
+    assert torch.allclose(Q.pair_distance(X_REAL, X_FAKE, "euclid"), torch.tensor([1.0, 2.0]))
+    assert torch.allclose(Q.pair_distance(X_REAL, X_FAKE, "l1"), torch.tensor([0.5, 1.0]))
+    assert torch.allclose(Q.pair_distance(X_REAL, X_FAKE, "l2"), torch.tensor([math.sqrt(0.5), math.sqrt(2.0)]))
+    # images: per-element averages, so a constant offset c gives d = c for both
+    a, b = torch.zeros(3, 1, 4, 4), torch.full((3, 1, 4, 4), 0.5)
+    assert torch.allclose(Q.pair_distance(a, b, "l1"), torch.full((3,), 0.5))
+    assert torch.allclose(Q.pair_distance(a, b, "l2"), torch.full((3,), 0.5))
+
+
+def test_critic_loss_pair_by_hand():
+    # -mean(1, 2) + mean(1^2/(2*1*1), 2^2/(2*1*2)) = -1.5 + 0.75
+    got = Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, lam=1.0, dist="euclid", mode="pair")
+    assert got.item() == pytest.approx(-0.75, abs=1e-6)
+    # lam scales the penalty only: -1.5 + 0.75 / 4
+    got4 = Q.qp_critic_loss(T_REAL.reshape(-1), T_FAKE.reshape(-1), X_REAL, X_FAKE, lam=4.0, dist="euclid")
+    assert got4.item() == pytest.approx(-1.5 + 0.1875, abs=1e-6)
+
+
+def test_critic_loss_broadcast_by_hand():
+    # mean over i, j of Delta_i^2 / (2 d_j) = (1/2 + 1/4 + 4/2 + 4/4) / 4 = 0.9375
+    got = Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, lam=1.0, dist="euclid", mode="broadcast")
+    assert got.item() == pytest.approx(-1.5 + 0.9375, abs=1e-6)
+    # with equal distances the two forms agree only if all Delta_i^2 / d_j are the same pairing-free
+    xr, xf = torch.zeros(2, 2), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    a = Q.qp_critic_loss(T_REAL, T_FAKE, xr, xf, 1.0, "euclid", "pair")
+    b = Q.qp_critic_loss(T_REAL, T_FAKE, xr, xf, 1.0, "euclid", "broadcast")
+    assert a.item() == pytest.approx(b.item(), abs=1e-6)
+
+
+def test_generator_loss_by_hand():
+    assert Q.qp_generator_loss(T_REAL, T_FAKE).item() == pytest.approx(1.5)
+    got = Q.qp_generator_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, lam=1.0, dist="euclid", quadratic=True)
+    assert got.item() == pytest.approx(0.75, abs=1e-6)
+
+
+def test_critic_gradient_vanishes_at_lam_d():
+    # d loss / d Delta_i = (-1 + Delta_i / (lam d_i)) / N: zero at Delta = lam d (point-mass optimum)
+    lam = 3.0
+    d = Q.pair_distance(X_REAL, X_FAKE, "euclid")
+    t = (lam * d).clone().requires_grad_(True)
+    loss = Q.qp_critic_loss(t, torch.zeros(2), X_REAL, X_FAKE, lam, "euclid", eps=0.0)
+    loss.backward()
+    assert t.grad.abs().max().item() < 1e-6
+    assert loss.item() == pytest.approx(-lam * d.mean().item() / 2, rel=1e-6)
+    # elsewhere the gradient matches the formula
+    t2 = torch.tensor([1.0, 1.0], requires_grad=True)
+    Q.qp_critic_loss(t2, torch.zeros(2), X_REAL, X_FAKE, lam, "euclid", eps=0.0).backward()
+    want = (-1 + t2.detach() / (lam * d)) / 2
+    assert torch.allclose(t2.grad, want, atol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="unknown distance"):
+        Q.pair_distance(X_REAL, X_FAKE, "cosine")
+    with pytest.raises(ValueError, match="differ"):
+        Q.pair_distance(X_REAL, X_FAKE[:1], "l1")
+    with pytest.raises(ValueError, match="unknown penalty mode"):
+        Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, mode="sum")
+    with pytest.raises(ValueError, match="positive"):
+        Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, lam=0.0)
+    with pytest.raises(ValueError, match="critic outputs"):
+        Q.qp_critic_loss(torch.zeros(2, 2), T_FAKE, X_REAL, X_FAKE)
+    with pytest.raises(ValueError, match="critic outputs for"):
+        Q.qp_critic_loss(torch.zeros(3), torch.zeros(3), X_REAL, X_FAKE)
+    with pytest.raises(ValueError, match="needs x_real"):
+        Q.qp_generator_loss(T_REAL, T_FAKE, quadratic=True)
+    with pytest.raises(ValueError, match="unknown distance"):
+        Q.GANQP(dist="linf")
+    with pytest.raises(ValueError, match="unknown penalty mode"):
+        Q.GANQP(mode="mean")
+    with pytest.raises(ValueError, match="unknown critic"):
+        Q.qp_point_mass(1.0, 1.0, critic="ternary")
+
+
+def test_point_masses():
+    v = Q.sgan_point_mass(20000)
+    assert v[-1] < math.log(2) and v[-1] > math.log(2) - 1e-3
+    for lam in (0.5, 1.0, 10.0):
+        for critic in ("binary", "unary"):
+            val, z = Q.qp_point_mass(lam, 3.0, critic)
+            assert val == pytest.approx(lam * 3.0 / 2, abs=1e-9)
+            assert z == pytest.approx(lam * 3.0, abs=1e-9)
+
+
+def test_discrete_closed_form_unary_and_bounds():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        pr = Q.random_problem(rng)
+        o = Q.qp_binary_optimum(pr)
+        val, grad = Q.qp_objective_binary(o["delta"] / 2, pr)  # T = Delta*/2 has antisymmetric part Delta*
+        assert val == pytest.approx(o["value"], rel=1e-9)
+        assert np.abs(grad).max() < 1e-12  # stationary point of a concave objective
+        assert o["e_delta"] == pytest.approx(o["gen_value"], rel=1e-9)
+        assert np.all(np.abs(o["delta"]) <= pr.lam * pr.d * (1 + 1e-12))
+        u = Q.qp_unary_optimum(pr)
+        assert -1e-15 <= u["value"] <= o["value"] * (1 + 1e-12)
+        assert u["value"] == pytest.approx(u["value_half_bt"], rel=1e-9)
+        lo, hi = Q.qp_bounds(pr)
+        assert lo * (1 - 1e-12) <= o["e_delta"] <= hi * (1 + 1e-12)
+    pr = Q.random_problem(rng)
+    assert Q.maximise_binary(pr) == pytest.approx(Q.qp_binary_optimum(pr)["value"], rel=1e-7)
+    for _ in range(50):  # disjoint supports: both bounds are attained
+        pr = Q.random_problem(rng, disjoint=True)
+        o, (lo, hi) = Q.qp_binary_optimum(pr), Q.qp_bounds(pr)
+        assert lo == pytest.approx(o["e_delta"], rel=1e-9) and hi == pytest.approx(o["e_delta"], rel=1e-9)
+
+
+def test_unary_bound_can_fail():
+    rng = np.random.default_rng(0)
+    worst = [Q.qp_unary_optimum(Q.random_problem(rng))["worst_ratio"] for _ in range(200)]
+    assert max(worst) > 1.0  # the automatic bound is not exact for a one-argument critic
+
+
+def test_separated_gaussians_coarse():
+    for beta in (2.0, 4.0):
+        qp = Q.qp_div_gauss(beta, n=401)
+        assert qp == pytest.approx(beta / 2, abs=2e-3)
+        dqp = (Q.qp_div_gauss(beta + 1e-3, n=401) - Q.qp_div_gauss(beta - 1e-3, n=401)) / 2e-3
+        assert dqp == pytest.approx(0.5, abs=1e-3)
+        djs = -(Q.js_gauss_deficit(beta + 1e-3) - Q.js_gauss_deficit(beta - 1e-3)) / 2e-3
+        assert 0 < djs < 1e-2  # JS saturates at log 2: its gradient vanishes
+    assert Q.js_gauss(0.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ganqp_loss_object_and_short_training():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention on a shared machine
+    try:
+        _short_training()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _short_training():
+    torch.manual_seed(0)
+    data = gan.toy_dataset("8gaussians")
+    G, T = gan.mlp(2, 2, 32, 2), gan.mlp(2, 1, 32, 2, "lrelu")
+    loss = Q.GANQP(lam=1.0, dist="euclid")
+    assert loss.n_critic == 2
+    xr = data.sample(64, torch.Generator().manual_seed(0))
+    lt, logs = loss.critic_loss(T, xr, G(torch.randn(64, 2)).detach())
+    assert lt.ndim == 0 and set(logs) == {"critic", "delta"}
+    cfg = gan.GANConfig(steps=60, batch=64, log_every=10, eval_every=60, snapshot_every=60, progress=False)
+    hist = gan.train_gan(G, T, loss, data.sample, cfg, seed=0)
+    c = np.array(hist.metrics["critic"])
+    assert np.all(np.isfinite(c)) and np.all(np.isfinite(hist.metrics["generator"]))
+    assert c[-1] < 0  # the critic attains a negative loss: a positive QP-div estimate
+    assert hist.metrics["delta"][-1] > 0
+
+
+def test_configs_and_specs():
+    for p in ("smoke", "cpu", "full"):
+        cfg = Q.config(p)
+        assert cfg.toy.n_critic == 2 and cfg.image.lam == 10.0
+    specs = Q.toy_specs(Q.config("cpu").toy)
+    names = {(s["name"], s["lam"], s["seed"]) for s in specs}
+    assert ("main", 1.0, 1) in names and ("1:1", 10.0, 0) in names and ("broadcast", 10.0, 0) in names
+    T = Q.spectral_critic(Q.config("smoke").image)
+    assert T(torch.zeros(2, 1, 32, 32)).shape == (2, 1)
