@@ -122,12 +122,16 @@ class Results(_Table):
     def add(self, id: str, statement: str, measured: Any, threshold: str, passed: bool | None,
             needs: str | None = None) -> None:
         """`needs="full"` marks a claim only the full profile can show (then passed=None
-        under other profiles, and the row says where to look)."""
+        under other profiles, and the row says where to look). `passed=None` without `needs`
+        is a measurement reported for contrast, not a claim: its verdict reads ``reported``."""
         if self.profile == "smoke":
             verdict = "n/a (smoke)"
             ok = None
         elif needs and needs != self.profile and passed is None:
             verdict = f"n/a ({needs} profile)"
+            ok = None
+        elif passed is None:
+            verdict = "reported"
             ok = None
         else:
             ok = bool(passed)

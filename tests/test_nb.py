@@ -31,7 +31,9 @@ def test_results_pass_column_depends_on_profile():
     r = nb.Results("cpu")
     r.add("E1", "x", 0.5, ">= 0.6", False)
     r.add("E2", "needs a GPU run", "see fig", "FID < 30", None, needs="full")
-    assert [row[-1] for row in r.rows] == ["FAIL", "n/a (full profile)"]
+    r.add("E3", "a contrast, not a claim", 0.1, "report", None)
+    assert [row[-1] for row in r.rows] == ["FAIL", "n/a (full profile)", "reported"]
+    assert r.passed["E3"] is None
     assert "E2" in repr(r)
 
 
