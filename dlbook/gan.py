@@ -462,6 +462,44 @@ def train_gan(G: nn.Module, T: nn.Module, loss: GANLoss, sample_real: Callable[[
     return hist
 
 
+def train_image_gan(G: nn.Module, T: nn.Module, loss: GANLoss, x: torch.Tensor, cfg: Any,
+                    fid: "ProxyFID | None" = None, n_critic: int | None = None, seed: int = 0,
+                    device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,
+                    desc: str = "") -> GANHistory:
+    """`train_gan` on a tensor of images ``x`` (N, C, H, W in [-1, 1]) with the hooks every image
+    experiment wants: the proxy-FID of ``cfg.n_fid`` samples and a grid of 64 samples from fixed
+    noise every ``cfg.eval_every`` generator steps. ``cfg`` is a chapter's image configuration
+    (``steps, batch, lr, betas, z_dim, eval_every, n_fid``)."""
+    from .config import device as default_device
+
+    dev = torch.device(device or default_device())
+    gcfg = GANConfig(steps=cfg.steps, n_critic=n_critic or loss.n_critic, batch=cfg.batch, lr=cfg.lr,
+                     betas=cfg.betas, z_dim=cfg.z_dim, log_every=max(1, cfg.eval_every // 10),
+                     eval_every=cfg.eval_every, snapshot_every=cfg.eval_every,
+                     checkpoint_every=cfg.eval_every if checkpoint else 0)
+    zfix = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(1234))
+    xdev = x.to(dev)
+
+    def sample_real(n, g):
+        return xdev[torch.randint(len(xdev), (n,), generator=g).to(dev)]
+
+    @torch.no_grad()
+    def generate(Gm, n, bs=500):
+        g = torch.Generator().manual_seed(4321)
+        return torch.cat([Gm(torch.randn(min(bs, n - i), cfg.z_dim, generator=g).to(dev)).float().cpu()
+                          for i in range(0, n, bs)])
+
+    def evaluate(Gm, step):
+        return {"proxy_fid": fid(generate(Gm, cfg.n_fid).to(fid.device)) if fid is not None else float("nan")}
+
+    @torch.no_grad()
+    def snapshot(Gm, step):
+        return Gm(zfix.to(dev)).float().cpu().numpy()
+
+    return train_gan(G, T, loss, sample_real, gcfg, seed=seed, device=dev, evaluate=evaluate,
+                     snapshot=snapshot, checkpoint=checkpoint, desc=desc or loss.name)
+
+
 # ---------------------------------------------------------------- proxy-FID
 
 

@@ -568,30 +568,7 @@ def image_run(cfg: ImageConfig, x: torch.Tensor, fid, loss: gan.GANLoss, n_criti
     G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, cfg.channels, cfg.base, cfg.max_ch, cfg.kernel)
     T = spectral_critic(cfg) if critic == "sn" else gan.ConvCritic(cfg.img_size, cfg.channels, cfg.base,
                                                                     cfg.max_ch, cfg.kernel, critic)
-    gcfg = gan.GANConfig(steps=cfg.steps, n_critic=n_critic, batch=cfg.batch, lr=cfg.lr, betas=cfg.betas,
-                         z_dim=cfg.z_dim, log_every=max(1, cfg.eval_every // 10), eval_every=cfg.eval_every,
-                         snapshot_every=cfg.eval_every)
-    zfix = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(1234))
-    xdev = x.to(dev)
-
-    def sample_real(n, g):
-        return xdev[torch.randint(len(xdev), (n,), generator=g).to(dev)]
-
-    @torch.no_grad()
-    def generate(Gm, n, bs=500):
-        g = torch.Generator().manual_seed(4321)
-        return torch.cat([Gm(torch.randn(min(bs, n - i), cfg.z_dim, generator=g).to(dev)).float().cpu()
-                          for i in range(0, n, bs)])
-
-    def evaluate(Gm, step):
-        return {"proxy_fid": fid(generate(Gm, cfg.n_fid).to(fid.device)) if fid is not None else float("nan")}
-
-    @torch.no_grad()
-    def snapshot(Gm, step):
-        return Gm(zfix.to(dev)).float().cpu().numpy()
-
-    hist = gan.train_gan(G, T, loss, sample_real, gcfg, seed=seed, device=dev, evaluate=evaluate,
-                         snapshot=snapshot, desc=desc or loss.name)
+    hist = gan.train_image_gan(G, T, loss, x, cfg, fid, n_critic, seed, dev, desc=desc)
     return {"history": hist, "n_critic": n_critic}
 
 
