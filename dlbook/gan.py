@@ -500,6 +500,25 @@ def train_image_gan(G: nn.Module, T: nn.Module, loss: GANLoss, x: torch.Tensor, 
                      snapshot=snapshot, checkpoint=checkpoint, desc=desc or loss.name)
 
 
+def run_jobs(job: Callable[[dict], Any], specs: list[dict], workers: int = 1, desc: str = "runs") -> list:
+    """``[job(s) for s in specs]``, in ``workers`` spawned processes when > 1 (toy GANs are
+    small: one thread per process uses two cores better than two threads in one). ``job`` must be
+    a module-level function so that it can be sent to the workers."""
+    from tqdm.auto import tqdm
+
+    if workers <= 1:
+        return [job(s) for s in tqdm(specs, desc=desc)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    out: list = [None] * len(specs)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = {ex.submit(job, s): i for i, s in enumerate(specs)}
+        for f in tqdm(as_completed(futs), total=len(futs), desc=desc):
+            out[futs[f]] = f.result()
+    return out
+
+
 # ---------------------------------------------------------------- proxy-FID
 
 

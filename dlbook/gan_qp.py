@@ -472,20 +472,8 @@ def _toy_job(spec: dict) -> dict:
 
 
 def run_jobs(specs: list[dict], workers: int = 1, desc: str = "GAN-QP toy runs") -> list[dict]:
-    """Run toy jobs, in ``workers`` spawned processes (one thread each) when > 1."""
-    from tqdm.auto import tqdm
-
-    if workers <= 1:
-        return [_toy_job(s) for s in tqdm(specs, desc=desc)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    out: list = [None] * len(specs)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(_toy_job, s): i for i, s in enumerate(specs)}
-        for f in tqdm(as_completed(futs), total=len(futs), desc=desc):
-            out[futs[f]] = f.result()
-    return out
+    """Run the toy jobs `specs` (see `gan.run_jobs`)."""
+    return gan.run_jobs(_toy_job, specs, workers, desc)
 
 
 def toy_experiment(cfg: ToyConfig) -> dict:

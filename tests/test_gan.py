@@ -258,3 +258,13 @@ def test_train_image_gan_evaluates_snapshots_and_resumes(tmp_path):
     gan.train_image_gan(G3, T3, gan.WGANDiv(2.0, 6.0), x, cfg, n_critic=1, device="cpu", checkpoint=ck)
     for a, b in zip(G.parameters(), G3.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_run_jobs_keeps_order_in_and_out_of_process():
+    specs = [{"x": i} for i in range(5)]
+    assert gan.run_jobs(_square, specs, workers=1) == [0, 1, 4, 9, 16]
+    assert gan.run_jobs(_square, specs, workers=2) == [0, 1, 4, 9, 16]
+
+
+def _square(spec):
+    return spec["x"] ** 2
