@@ -9,6 +9,11 @@ from torch import nn
 from dlbook import gan
 
 
+def val(t) -> float:
+    """A scalar tensor's value (detached: some carry gradients)."""
+    return float(t.detach()) if isinstance(t, torch.Tensor) else float(t)
+
+
 class Linear(nn.Module):
     """T(x) = a . x + b, with a known gradient a everywhere."""
 
@@ -31,7 +36,7 @@ def test_wdiv_penalty_linear_critic_is_k_norm_a_to_the_p():
     for strategy in gan.STRATEGIES:
         loss = gan.WGANDiv(k=2.0, p=6.0, strategy=strategy)
         pen = loss.penalty(T, gan.sample_r(strategy, XR, XF))
-        assert float(pen.detach()) == pytest.approx(2.0 * 5.0 ** 6, rel=1e-12)
+        assert val(pen.detach()) == pytest.approx(2.0 * 5.0 ** 6, rel=1e-12)
 
 
 def test_wdiv_critic_loss_hand_value():
@@ -40,33 +45,33 @@ def test_wdiv_critic_loss_hand_value():
     mean_r = (3 + 8 + 9 - 4) / 2
     mean_f = (0 + 4 - 6 + 2) / 2
     want = -(mean_r - mean_f) + 0.5 * 125.0
-    assert float(loss.detach()) == pytest.approx(want, rel=1e-12)
-    assert float(logs["w"]) == pytest.approx(mean_r - mean_f)
+    assert val(loss.detach()) == pytest.approx(want, rel=1e-12)
+    assert val(logs["w"]) == pytest.approx(mean_r - mean_f)
 
 
 def test_gp_penalty_linear_critic():
     T = Linear([3.0, 4.0])
     loss = gan.WGANGP(lam=10.0)
-    assert float(loss.penalty(T, XR)) == pytest.approx(10.0 * (5 - 1) ** 2, rel=1e-9)
+    assert val(loss.penalty(T, XR)) == pytest.approx(10.0 * (5 - 1) ** 2, rel=1e-9)
     T1 = Linear(A)
-    assert float(loss.penalty(T1, XR)) == pytest.approx(0.0, abs=1e-9)
+    assert val(loss.penalty(T1, XR)) == pytest.approx(0.0, abs=1e-9)
     T2 = Linear([0.3, 0.4])  # ||a|| = 0.5: two-sided penalises, one-sided does not
-    assert float(loss.penalty(T2, XR)) == pytest.approx(10 * 0.25, rel=1e-9)
-    assert float(gan.WGANGP(10.0, one_sided=True).penalty(T2, XR)) == pytest.approx(0.0, abs=1e-12)
+    assert val(loss.penalty(T2, XR)) == pytest.approx(10 * 0.25, rel=1e-9)
+    assert val(gan.WGANGP(10.0, one_sided=True).penalty(T2, XR)) == pytest.approx(0.0, abs=1e-12)
     full, _ = loss.critic_loss(T, XR, XF)
-    assert float(full) == pytest.approx(-(8.0 - 0.0) + 160.0, rel=1e-9)
+    assert val(full) == pytest.approx(-(8.0 - 0.0) + 160.0, rel=1e-9)
 
 
 def test_sgan_losses_hand_values():
     T = Linear([0.0, 0.0], b=0.0)  # T = 0: D = 1/2 everywhere
     lt, _ = gan.StandardGAN().critic_loss(T, XR, XF)
-    assert float(lt) == pytest.approx(2 * math.log(2), rel=1e-12)
-    assert float(gan.StandardGAN().generator_loss(T, XR, XF)) == pytest.approx(math.log(2), rel=1e-12)
+    assert val(lt) == pytest.approx(2 * math.log(2), rel=1e-12)
+    assert val(gan.StandardGAN().generator_loss(T, XR, XF)) == pytest.approx(math.log(2), rel=1e-12)
     T = Linear([1.0, 0.0])
     lt, _ = gan.StandardGAN().critic_loss(T, XR, XF)
     sp = lambda v: math.log1p(math.exp(v))
     want = (sp(-1) + sp(-3)) / 2 + (sp(0) + sp(-2)) / 2
-    assert float(lt) == pytest.approx(want, rel=1e-12)
+    assert val(lt) == pytest.approx(want, rel=1e-12)
 
 
 def test_wgan_clip_loss_and_clipping():
@@ -75,15 +80,15 @@ def test_wgan_clip_loss_and_clipping():
     lt, _ = loss.critic_loss(T, XR, XF)
     mr = ((3 - 8) + (9 + 4)) / 2
     mf = ((0 - 4) + (-6 - 2)) / 2
-    assert float(lt) == pytest.approx(-(mr - mf))
+    assert val(lt) == pytest.approx(-(mr - mf))
     loss.after_critic_step(T)
-    assert T.a.tolist() == [0.5, -0.5] and float(T.b) == pytest.approx(0.01)
+    assert T.a.tolist() == [0.5, -0.5] and val(T.b) == pytest.approx(0.01)
 
 
 def test_generator_losses_ignore_the_penalty():
     T = Linear([3.0, 4.0])
     for loss in (gan.WGANDiv(), gan.WGANGP(), gan.WGANClip()):
-        assert float(loss.generator_loss(T, XR, XF)) == pytest.approx(-float(T(XF).mean()))
+        assert val(loss.generator_loss(T, XR, XF)) == pytest.approx(-val(T(XF).mean()))
 
 
 def test_penalty_gradient_matches_derivative():
@@ -204,7 +209,7 @@ def test_wdiv_critic_loss_decreases_with_fixed_generator():
     for _ in range(100):
         lt, _ = loss.critic_loss(T, d.sample(128, g), G(torch.randn(128, 2, generator=g)))
         opt.zero_grad(); lt.backward(); opt.step()
-        vals.append(float(lt))
+        vals.append(val(lt))
     assert np.mean(vals[-10:]) < np.mean(vals[:10]) - 0.1
 
 
