@@ -462,6 +462,26 @@ def train_gan(G: nn.Module, T: nn.Module, loss: GANLoss, sample_real: Callable[[
     return hist
 
 
+def load_images(data: str, n_train: int, img_size: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Training images of a registered dataset in [-1, 1], shape (N, C, img_size, img_size), their
+    labels (None for CelebA, which has none here) and the data source. MNIST-style 28x28 images are
+    padded to `img_size`; CelebA face crops are centre-cropped square and resized."""
+    from . import data as D
+
+    a = D.load(data, "train", limit=n_train)
+    x = D.to_float(a.x)
+    if data == "celeba":
+        h, w = x.shape[-2:]
+        s = min(h, w)
+        x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        x = F.interpolate(x, size=img_size, mode="bilinear", antialias=True, align_corners=False)
+        return x * 2 - 1, None, a.source
+    pad = (img_size - x.shape[-1]) // 2
+    if pad > 0:
+        x = F.pad(x, (pad, pad, pad, pad))
+    return x * 2 - 1, torch.as_tensor(a.y), a.source
+
+
 def train_image_gan(G: nn.Module, T: nn.Module, loss: GANLoss, x: torch.Tensor, cfg: Any,
                     fid: "ProxyFID | None" = None, n_critic: int | None = None, seed: int = 0,
                     device: str | torch.device | None = None, checkpoint: str | os.PathLike | None = None,

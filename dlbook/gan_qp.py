@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -512,29 +512,6 @@ def spectral_critic(cfg: ImageConfig) -> nn.Module:
     return T
 
 
-def load_images(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """Training images in [-1, 1], (N, C, S, S), their labels (or None) and the data source.
-    MNIST / Fashion-MNIST are padded 28 -> 32; CelebA comes from the registry as 64x64 face
-    crops (it may not be redistributed: download img_align_celeba.zip from its source) and is
-    resized if another size is asked for."""
-    from torch.nn import functional as F
-
-    from . import data as D
-
-    a = D.load(cfg.data, "train", limit=cfg.n_train)
-    x = D.to_float(a.x)
-    if cfg.data == "celeba":
-        h, w = x.shape[-2:]
-        s = min(h, w)
-        x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        x = F.interpolate(x, size=cfg.img_size, mode="bilinear", antialias=True, align_corners=False)
-        return x * 2 - 1, None, a.source
-    pad = (cfg.img_size - x.shape[-1]) // 2
-    if pad > 0:
-        x = F.pad(x, (pad, pad, pad, pad))
-    return x * 2 - 1, torch.as_tensor(a.y), a.source
-
-
 def image_losses(cfg: ImageConfig) -> dict[str, tuple[gan.GANLoss, int, str]]:
     """name -> (loss, critic updates per generator update, critic kind)."""
     out = {"GAN-QP": (GANQP(cfg.lam, cfg.dist), 2, "bn")}
@@ -579,7 +556,7 @@ def image_experiment(cfg: ImageConfig, seed: int = 0, device=None) -> dict:
 
 def _image_experiment(cfg: ImageConfig, seed: int, dev: torch.device) -> dict:
     t0 = time.perf_counter()
-    x, y, source = load_images(cfg)
+    x, y, source = gan.load_images(cfg.data, cfg.n_train, cfg.img_size)
     nf = min(len(x), max(cfg.n_fid, 2000))
     fid = gan.ProxyFID(x[:nf] if y is None else x, None if y is None else y, key=f"{cfg.data}{cfg.img_size}",
                        steps=cfg.fid_steps, device=dev, seed=seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -331,27 +331,6 @@ def quality_at(run: dict, step: int | None = None) -> float:
 # ---------------------------------------------------------------- images
 
 
-def load_images(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """Training images in [-1, 1], (N, C, S, S), their labels (or None) and the data source."""
-    from . import data as D
-    from torch.nn import functional as F
-
-    if cfg.data == "celeba":
-        a = D.load("celeba", "train", limit=cfg.n_train)
-        x = D.to_float(np.array(a.x))  # (N, 3, H, W), aligned faces
-        h, w = x.shape[-2:]
-        s = min(h, w)
-        x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        x = F.interpolate(x, size=cfg.img_size, mode="bilinear", antialias=True, align_corners=False)
-        return x * 2 - 1, None, a.source
-    a = D.load(cfg.data, "train", limit=cfg.n_train)
-    x = D.to_float(np.array(a.x))
-    pad = (cfg.img_size - x.shape[-1]) // 2
-    if pad > 0:
-        x = F.pad(x, (pad, pad, pad, pad))
-    return x * 2 - 1, torch.as_tensor(a.y), a.source
-
-
 def image_run(cfg: ImageConfig, x: torch.Tensor, fid: gan.ProxyFID | None, loss: gan.GANLoss, seed: int = 0,
               n_critic: int | None = None, device=None, checkpoint=None, desc: str = "") -> dict:
     """Train the DCGAN-style pair with one loss; proxy-FID and a sample grid every eval_every steps."""
@@ -372,7 +351,7 @@ def image_experiment(cfg: ImageConfig, seed: int = 0, device=None) -> dict:
 
     dev = torch.device(device or default_device())
     t0 = time.perf_counter()
-    x, y, source = load_images(cfg)
+    x, y, source = gan.load_images(cfg.data, cfg.n_train, cfg.img_size)
     nf = min(len(x), max(cfg.n_fid, 2000))
     fid = gan.ProxyFID(x[:nf] if y is None else x, None if y is None else y, key=f"{cfg.data}{cfg.img_size}",
                        steps=cfg.fid_steps, device=dev, seed=seed, width=cfg.fid_width)

@@ -273,3 +273,14 @@ def test_run_jobs_keeps_order_in_and_out_of_process():
 
 def _square(spec):
     return spec["x"] ** 2
+
+
+def test_load_images_pads_mnist_to_32():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # offline: the bundled sample is fine here
+        x, y, source = gan.load_images("mnist", 64, 32)
+    assert x.shape == (64, 1, 32, 32) and y.shape == (64,)
+    assert float(x.min()) == -1.0 and float(x.max()) <= 1.0
+    assert float(x[:, :, :2].max()) == -1.0  # the padding is background

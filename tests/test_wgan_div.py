@@ -95,15 +95,3 @@ def test_toy_job_smoke():
     assert np.all(np.isfinite(r["metrics"]["critic"]))
     with pytest.raises(ValueError, match="unknown toy method"):
         wd._toy_job(dict(method="lsgan", strategy="pool", seed=0, cfg=asdict(cfg)))
-
-
-def test_load_images_pads_mnist_to_32():
-    import warnings
-
-    cfg = replace(wd.config("smoke").image, n_train=64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # offline: the bundled sample is fine here
-        x, y, source = wd.load_images(cfg)
-    assert x.shape == (64, 1, 32, 32) and y.shape == (64,)
-    assert float(x.min()) == -1.0 and float(x.max()) <= 1.0
-    assert float(x[:, :, :2].max()) == -1.0  # the padding is background
