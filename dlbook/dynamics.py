@@ -609,7 +609,6 @@ def cross_entropy_step(model, batch):
 
 def _full_batch(model, x, y) -> tuple[float, float, float]:
     """Full-batch loss, squared gradient norm |grad L|^2 and accuracy at the current weights."""
-    import torch
     import torch.nn.functional as F
 
     model.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ the comment beside it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import by_profile, device as default_device, seed_everything
+from .config import by_profile, device as default_device
 from .train import ArrayLoader, Trainer
 
 LOG10 = math.log(10.0)
