@@ -44,8 +44,14 @@ class InfomaxConfig:
     # optimisation
     batch_size: int = 64
     lr: float = 1e-3
-    epochs: int = 10
+    epochs: int = 30       # the post's recipe (one view)
+    view_epochs: int = 60  # the two-view run (eq-01-views)
     sweep_epochs: int = 4  # length of the extra runs; the main run is also evaluated at this epoch
+    knn_every: int = 10    # k-NN accuracy of both long runs is tracked every this many epochs
+    # random views (eq-01-views): crop area fraction, colour jitter strength, greyscale probability
+    view_scale: tuple[float, float] = (0.35, 1.0)
+    view_jitter: float = 0.4
+    view_gray: float = 0.2
     # gamma sweep (C8, C9) and extra runs for the dropdown: (alpha, beta, gamma, global input)
     sweep: tuple[tuple[float, float, float, str], ...] = (
         (0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"), (0.5, 1.5, 0.01, "paper"),
@@ -63,13 +69,14 @@ class InfomaxConfig:
 
 CONFIGS = {
     "smoke": InfomaxConfig(per_batch=40, n_test=100, width=0.125, z_dim=16, critic_width=32,
-                           batch_size=32, epochs=1, sweep_epochs=1, sweep=((0.5, 1.5, 0.0, "post"),),
+                           batch_size=32, epochs=1, view_epochs=1, sweep_epochs=1, knn_every=1,
+                           sweep=((0.5, 1.5, 0.0, "post"),),
                            toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
                            fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2),
     "cpu": InfomaxConfig(),
     # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
     "full": InfomaxConfig(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
-                          epochs=50, sweep_epochs=10, toy_steps=4000,
+                          epochs=50, view_epochs=50, sweep_epochs=10, toy_steps=4000,
                           sweep=((0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"),
                                  (0.5, 1.5, 0.01, "paper"), (0.0, 1.5, 0.01, "post"),
                                  (0.5, 0.0, 0.01, "post"))),
@@ -348,13 +355,16 @@ class LocalCritic(nn.Module):
         return self.net(pair)
 
 
-def global_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor, mode: str = "post"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def global_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor, mode: str = "post",
+                 other: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs of the global critic.
     post (author's code): positive [z, z], negative [z, z_perm];
-    paper (DIM): positive [flatten C(x), z], negative [flatten C(x_perm), z]."""
+    paper (DIM): positive [flatten C(x), z], negative [flatten C(x_perm), z].
+    With two views (eq-01-views), `other` is the code of the second view and `c` its local map:
+    the post's pair becomes [z_a, z_b] against [z_a, z_b perm]."""
     if mode == "post":
-        return torch.cat([z, z], 1), torch.cat([z, z[perm]], 1)
+        o = z if other is None else other
+        return torch.cat([z, o], 1), torch.cat([z, o[perm]], 1)
     if mode == "paper":
         flat = c.flatten(1)
         return torch.cat([flat, z], 1), torch.cat([flat[perm], z], 1)
@@ -363,9 +373,39 @@ def global_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor, mode: str
 
 def local_pairs(z: torch.Tensor, c: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concat-and-convolve: broadcast z to every cell of C(x); positive [z, C(x)],
-    negative [z, C(x_perm)] along channels."""
+    negative [z, C(x_perm)] along channels. With two views, C is the other view's map."""
     zb = z[:, :, None, None].expand(-1, -1, c.shape[2], c.shape[3])
     return torch.cat([zb, c], 1), torch.cat([zb, c[perm]], 1)
+
+
+def random_views(x: torch.Tensor, scale: tuple[float, float] = (0.35, 1.0), jitter: float = 0.4,
+                 gray: float = 0.2, ratio: float = 4 / 3) -> torch.Tensor:
+    """One random view per image of a batch in [-0.5, 0.5] (eq-01-views): a crop covering a
+    fraction `scale` of the area with aspect ratio in [1/ratio, ratio], resized back bilinearly
+    (reflected borders), a horizontal flip with probability 1/2, brightness, contrast and
+    saturation each scaled by a factor in [1 - jitter, 1 + jitter], and greyscale with
+    probability `gray`. Uses the global torch RNG, so checkpoint/resume replays it."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"random_views expects (B, 3, H, W) colour images, got shape {tuple(x.shape)}")
+    b, dev = x.shape[0], x.device
+    u = lambda *shape: torch.rand(*shape, device=dev)  # noqa: E731
+    area = scale[0] + (scale[1] - scale[0]) * u(b)
+    aspect = torch.exp((u(b) * 2 - 1) * math.log(ratio))
+    sx, sy = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    flip = torch.where(u(b) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 1, 1] = sx * flip, sy
+    theta[:, 0, 2], theta[:, 1, 2] = (u(b) * 2 - 1) * (1 - sx), (u(b) * 2 - 1) * (1 - sy)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    v = F.grid_sample(x + 0.5, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    factor = lambda: 1 + (u(b, 1, 1, 1) * 2 - 1) * jitter  # noqa: E731
+    v = v * factor()                                             # brightness
+    mean = v.mean((1, 2, 3), keepdim=True)
+    v = (v - mean) * factor() + mean                             # contrast
+    grey = (v * torch.tensor([0.299, 0.587, 0.114], device=dev)[None, :, None, None]).sum(1, keepdim=True)
+    v = (v - grey) * factor() + grey                             # saturation
+    v = torch.where(u(b, 1, 1, 1) < gray, grey.expand_as(v), v)
+    return v.clamp(0, 1) - 0.5
 
 
 # =============================================================== losses
@@ -388,14 +428,20 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "mean")
 
 
 class InfoMax(nn.Module):
-    """Encoder + global critic T1 + local critic T2 with the weights of (eq-01-total)."""
+    """Encoder + global critic T1 + local critic T2 with the weights of (eq-01-total).
+    views=1 is the post; views=2 pairs the code of one random view with the other view
+    (eq-01-views)."""
 
     def __init__(self, width: float = 1.0, z_dim: int = 256, critic_width: int = 256,
                  alpha: float = 0.5, beta: float = 1.5, gamma: float = 0.01,
-                 global_input: str = "post", shuffle: str = "randperm", image_size: int = 32):
+                 global_input: str = "post", shuffle: str = "randperm", image_size: int = 32,
+                 views: int = 1, view_scale: tuple[float, float] = (0.35, 1.0), view_jitter: float = 0.4,
+                 view_gray: float = 0.2):
         super().__init__()
         if global_input not in ("post", "paper"):
             raise ValueError(f"unknown global critic input {global_input!r}; choose 'post' or 'paper'")
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 (the post) or 2 (two random views), got {views!r}")
         self.encoder = Encoder(width, z_dim)
         cl, hw = self.encoder.local_ch, (image_size // 8) ** 2
         g_in = 2 * z_dim if global_input == "post" else cl * hw + z_dim
@@ -403,17 +449,26 @@ class InfoMax(nn.Module):
         self.local_critic = LocalCritic(z_dim + cl, critic_width)
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         self.global_input, self.shuffle = global_input, shuffle
+        self.views, self.view_args = views, (tuple(view_scale), view_jitter, view_gray)
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        c, mu, logvar = self.encoder(x)
-        z = reparameterise(mu, logvar)
-        _, perm_g = shuffle_batch(z, self.shuffle)
-        _, perm_l = shuffle_batch(z, self.shuffle)
-        g_pos, g_neg = global_pairs(z, c, perm_g, self.global_input)
-        l_pos, l_neg = local_pairs(z, c, perm_l)
+        if self.views == 2:  # (eq-01-views): both views in one pass, so BatchNorm sees both
+            b = x.shape[0]
+            xv = torch.cat([random_views(x, *self.view_args), random_views(x, *self.view_args)])
+            c, mu, logvar = self.encoder(xv)
+            z = reparameterise(mu, logvar)
+            z_a, z_b, c_b = z[:b], z[b:], c[b:]
+        else:
+            c, mu, logvar = self.encoder(x)
+            z_a = z_b = reparameterise(mu, logvar)
+            c_b = c
+        _, perm_g = shuffle_batch(z_a, self.shuffle)
+        _, perm_l = shuffle_batch(z_a, self.shuffle)
+        g_pos, g_neg = global_pairs(z_a, c_b, perm_g, self.global_input, other=z_b)
+        l_pos, l_neg = local_pairs(z_a, c_b, perm_l)
         glob = bce_mi_loss(self.global_critic(g_pos), self.global_critic(g_neg))
         loc = bce_mi_loss(self.local_critic(l_pos), self.local_critic(l_neg))
-        kl = gaussian_kl(mu, logvar, "mean")
+        kl = gaussian_kl(mu, logvar, "mean")  # over both views when there are two
         # (eq-01-total)
         total = self.alpha * glob + self.beta * loc + self.gamma * kl
         return {"loss": total, "global": glob, "local": loc, "kl": kl, "logvar": logvar.mean()}
@@ -480,26 +535,30 @@ class InfomaxRun:
     seconds: float
     epochs: list[dict[str, float]] = field(default_factory=list)
     snapshots: dict[int, dict] = field(default_factory=dict)  # epoch -> encoder state_dict
+    views: int = 1
 
 
-def run_label(alpha: float, beta: float, gamma: float, global_input: str) -> str:
-    return f"alpha={alpha:g}, beta={beta:g}, gamma={gamma:g}, global critic={global_input}"
+def run_label(alpha: float, beta: float, gamma: float, global_input: str, views: int = 1) -> str:
+    return (f"alpha={alpha:g}, beta={beta:g}, gamma={gamma:g}, global critic={global_input}"
+            + (", two views" if views == 2 else ""))
 
 
 def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None = None,
                   beta: float | None = None, gamma: float | None = None, global_input: str = "post",
                   epochs: int | None = None, snapshot_epochs: Sequence[int] = (), seed: int = 0,
-                  progress: bool = True) -> InfomaxRun:
+                  views: int = 1, progress: bool = True) -> InfomaxRun:
     """Experiment 3: train encoder + critics jointly with Adam on (eq-01-total) through
-    `dlbook.train.Trainer`. Logs every quarter epoch; `epochs` of the result holds per-epoch
-    means; `snapshot_epochs` keeps copies of the encoder after those epochs."""
+    `dlbook.train.Trainer`, on the images themselves (views=1, the post) or on pairs of
+    random views (views=2, eq-01-views). Logs every quarter epoch; `epochs` of the result
+    holds per-epoch means; `snapshot_epochs` keeps copies of the encoder after those epochs."""
     a = cfg.alpha if alpha is None else alpha
     b = cfg.beta if beta is None else beta
     g = cfg.gamma if gamma is None else gamma
     n_ep = cfg.epochs if epochs is None else epochs
     torch.manual_seed(seed)
     model = InfoMax(cfg.width, cfg.z_dim, cfg.critic_width, a, b, g, global_input,
-                    image_size=x_train.shape[-1])
+                    image_size=x_train.shape[-1], views=views, view_scale=cfg.view_scale,
+                    view_jitter=cfg.view_jitter, view_gray=cfg.view_gray)
     loader = ArrayLoader(x_train, cfg.batch_size, shuffle=True, seed=seed)
     spe = len(loader)
     with torch.no_grad():  # the losses at initialisation (C7), on the first minibatch
@@ -516,7 +575,7 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     every = max(d for d in range(1, max(1, spe // 4) + 1) if spe % d == 0)  # divides an epoch
     tr = Trainer(model, opt, infomax_step, log_every=every, progress=progress,
-                 callbacks=[keep], desc=f"gamma={g:g} {global_input}")
+                 callbacks=[keep], desc=f"gamma={g:g} {global_input}" + (" 2 views" if views == 2 else ""))
     t0 = time.perf_counter()
     hist = tr.fit(loader, steps=n_ep * spe)
     secs = time.perf_counter() - t0
@@ -525,8 +584,8 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
     for e in range(n_ep):
         m = (steps > e * spe) & (steps <= (e + 1) * spe)
         per_epoch.append({k: float(np.nanmean(np.asarray(v)[m])) for k, v in hist.metrics.items()})
-    return InfomaxRun(run_label(a, b, g, global_input), a, b, g, global_input, model, hist, initial, secs,
-                      per_epoch, snaps)
+    return InfomaxRun(run_label(a, b, g, global_input, views), a, b, g, global_input, model, hist, initial,
+                      secs, per_epoch, snaps, views)
 
 
 def encoder_from_snapshot(cfg: InfomaxConfig, state: dict) -> Encoder:
@@ -645,6 +704,18 @@ def compare_features(cfg: InfomaxConfig, data: CifarData,
             fte, _ = encode(enc, xte)
             stats = code_statistics(ftr, lv)
         out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k), **stats}
+    return out
+
+
+def knn_by_epoch(cfg: InfomaxConfig, data: CifarData, run: InfomaxRun) -> dict[int, float]:
+    """10-NN accuracy (cosine, test queries against the training bank) of mu(x) from each
+    encoder snapshot of a run, keyed by epoch."""
+    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
+    out = {}
+    for ep, state in sorted(run.snapshots.items()):
+        enc = encoder_from_snapshot(cfg, state)
+        out[ep] = metrics.knn_accuracy(encode(enc, xtr)[0], data.y_train, encode(enc, xte)[0], data.y_test,
+                                       cfg.knn_k, "cosine")
     return out
 
 

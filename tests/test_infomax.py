@@ -147,6 +147,59 @@ def test_encoder_and_critic_input_shapes():
     assert paper.global_critic.in_dim == 32 * 16 + 16
 
 
+def test_two_view_pairs_and_losses():
+    torch.manual_seed(0)
+    z_a, z_b = torch.randn(5, 4), torch.randn(5, 4)
+    c_b = torch.randn(5, 3, 4, 4)
+    perm = torch.roll(torch.arange(5), 1)
+    gp, gn = im.global_pairs(z_a, c_b, perm, "post", other=z_b)
+    assert torch.equal(gp, torch.cat([z_a, z_b], 1)) and torch.equal(gn, torch.cat([z_a, z_b[perm]], 1))
+    pp, pn = im.global_pairs(z_a, c_b, perm, "paper", other=z_b)   # the paper pairs C of view b with z_a
+    assert torch.equal(pp[:, :48], c_b.flatten(1)) and torch.equal(pn[:, 48:], z_a)
+    m = im.InfoMax(width=0.125, z_dim=8, critic_width=8, views=2)
+    out = m.losses(torch.rand(6, 3, 32, 32) - 0.5)
+    assert all(torch.isfinite(v) for v in out.values())
+    assert abs(out["global"].item() - 2 * LOG2) < 0.1 and abs(out["local"].item() - 2 * LOG2) < 0.1
+    with pytest.raises(ValueError, match="views"):
+        im.InfoMax(views=3)
+
+
+def test_one_view_model_is_the_post_bit_for_bit():
+    """views=1 draws the same random numbers as the post's recipe: [z, z] global pairs."""
+    torch.manual_seed(3)
+    m = im.InfoMax(width=0.125, z_dim=8, critic_width=8)
+    x = torch.rand(6, 3, 32, 32) - 0.5
+    torch.manual_seed(4)
+    out = m.losses(x)
+    torch.manual_seed(4)
+    c, mu, lv = m.encoder(x)
+    z = im.reparameterise(mu, lv)
+    _, pg = im.shuffle_batch(z)
+    _, pl = im.shuffle_batch(z)
+    gp, gn = im.global_pairs(z, c, pg, "post")
+    lp, ln = im.local_pairs(z, c, pl)
+    glob = im.bce_mi_loss(m.global_critic(gp), m.global_critic(gn))
+    loc = im.bce_mi_loss(m.local_critic(lp), m.local_critic(ln))
+    assert out["global"].item() == glob.item() and out["local"].item() == loc.item()
+
+
+def test_random_views():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32) - 0.5
+    v = im.random_views(x)
+    assert v.shape == x.shape and v.min() >= -0.5 and v.max() <= 0.5
+    assert not torch.allclose(v, x)
+    # whole image, square, no jitter, no greyscale: each view is the image or its mirror image
+    v = im.random_views(x, scale=(1.0, 1.0), jitter=0.0, gray=0.0, ratio=1.0)
+    same = [torch.allclose(v[i], x[i], atol=1e-5) for i in range(16)]
+    mirror = [torch.allclose(v[i], x[i].flip(-1), atol=1e-5) for i in range(16)]
+    assert all(s or m for s, m in zip(same, mirror)) and any(same) and any(mirror)
+    g = im.random_views(x, jitter=0.0, gray=1.0)   # always greyscale: the three channels agree
+    assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(g[:, 1], g[:, 2])
+    with pytest.raises(ValueError, match="colour images"):
+        im.random_views(torch.zeros(2, 1, 32, 32))
+
+
 def test_full_size_local_map_is_4x4x256():
     enc = im.Encoder(width=1.0, z_dim=256)
     with torch.no_grad():
@@ -195,6 +248,18 @@ def test_short_training_run_moves_the_loss_down():
     assert mu.shape == (64, 8) and lv.shape == (64, 8) and not enc.training
     s = im.code_statistics(mu, lv)
     assert s["agg_var"] > 0 and np.isfinite(s["mean_logvar"])
+
+
+def test_two_view_training_and_knn_by_epoch():
+    rng = np.random.default_rng(0)
+    data = im.CifarData(rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
+                        rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
+    cfg = im.InfomaxConfig(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3)
+    run = im.train_infomax(cfg, im.images_to_input(data.x_train), views=2, epochs=2, snapshot_epochs=(1, 2),
+                           progress=False)
+    assert run.views == 2 and run.name.endswith("two views") and len(run.epochs) == 2
+    curve = im.knn_by_epoch(cfg, data, run)
+    assert sorted(curve) == [1, 2] and all(0 <= v <= 1 for v in curve.values())
 
 
 def test_load_cifar_picks_first_images_of_each_batch(monkeypatch):
