@@ -1,9 +1,9 @@
 """Chapter 01: Deep INFOMAX with an analytic KL prior.
 
 Discrete and Gaussian identities for the derivation checks, the convolutional encoder, the
-global and local critics, the three-term loss, per-profile settings and one entry point per
-experiment (Gaussian toy, false negatives of in-batch shuffling, CIFAR-10 training,
-feature evaluation, retrieval figures). Equation labels refer to notebooks/01_infomax.md.
+global and local critics, the three-term loss (on the images, or on two random views of
+each), per-profile settings and one entry point per experiment (Gaussian toy, false negatives
+of in-batch shuffling, CIFAR-10 training, feature evaluation, retrieval figures). Equation labels refer to notebooks/01_infomax.md.
 """
 from __future__ import annotations
 
@@ -708,8 +708,8 @@ def compare_features(cfg: InfomaxConfig, data: CifarData,
 
 
 def knn_by_epoch(cfg: InfomaxConfig, data: CifarData, run: InfomaxRun) -> dict[int, float]:
-    """10-NN accuracy (cosine, test queries against the training bank) of mu(x) from each
-    encoder snapshot of a run, keyed by epoch."""
+    """k-NN accuracy (k = cfg.knn_k, cosine, test queries against the training bank) of mu(x)
+    from each encoder snapshot of a run, keyed by epoch."""
     xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
     out = {}
     for ep, state in sorted(run.snapshots.items()):
