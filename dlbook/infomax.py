@@ -74,9 +74,10 @@ CONFIGS = {
                            toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
                            fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2),
     "cpu": InfomaxConfig(),
-    # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
+    # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs;
+    # the two-view run gets 25 epochs, the same number of encoder passes (two views per image)
     "full": InfomaxConfig(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
-                          epochs=50, view_epochs=50, sweep_epochs=10, toy_steps=4000,
+                          epochs=50, view_epochs=25, sweep_epochs=10, toy_steps=4000,
                           sweep=((0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"),
                                  (0.5, 1.5, 0.01, "paper"), (0.0, 1.5, 0.01, "post"),
                                  (0.5, 0.0, 0.01, "post"))),
@@ -705,6 +706,18 @@ def compare_features(cfg: InfomaxConfig, data: CifarData,
             stats = code_statistics(ftr, lv)
         out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k), **stats}
     return out
+
+
+def feature_table(scores: dict[str, dict[str, float]], names: Sequence[str]) -> str:
+    """The rows `names` of a `compare_features` result as a Markdown table (codes only have
+    the prior diagnostics; other rows show nan there)."""
+    from .nb import md_table
+
+    cols = (("agreement", "top-10 label agreement", 3), ("knn_acc", "10-NN accuracy", 3),
+            ("probe_acc", "linear probe", 3), ("agg_var", "aggregate var", 2),
+            ("mean_logvar", "mean log sigma^2", 2), ("abs_mean_mu", "abs mean mu", 3))
+    rows = [[n] + [f"{scores[n].get(k, float('nan')):.{d}f}" for k, _, d in cols] for n in names]
+    return md_table(["features"] + [h for _, h, _ in cols], rows)
 
 
 def knn_by_epoch(cfg: InfomaxConfig, data: CifarData, run: InfomaxRun) -> dict[int, float]:

@@ -37,7 +37,8 @@ def fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; `|` inside a cell is escaped so it cannot split the cell."""
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
@@ -51,7 +52,7 @@ class _Table:
         self.rows: list[tuple[str, ...]] = []
 
     def _repr_markdown_(self) -> str:
-        return _md_table(self.header, self.rows)
+        return md_table(self.header, self.rows)
 
     def __repr__(self) -> str:
         widths = [max(len(str(r[i])) for r in [self.header, *self.rows]) for i in range(len(self.header))]

@@ -290,5 +290,9 @@ def test_compare_features_entries():
     out = im.compare_features(cfg, data, {"pix": None, "mu": enc, "loc": (enc, "local")})
     assert set(out) == {"pix", "mu", "loc"} and "agg_var" in out["mu"] and "agg_var" not in out["loc"]
     assert all(0 <= out[k]["knn_acc"] <= 1 for k in out)
+    table = im.feature_table(out, ["pix", "mu"]).splitlines()
+    assert len(table) == 4 and table[0].startswith("| features | top-10 label agreement | 10-NN accuracy")
+    assert table[2].startswith(f"| pix | {out['pix']['agreement']:.3f} |") and table[2].endswith("| nan |")
+    assert table[3].endswith(f"| {out['mu']['abs_mean_mu']:.3f} |")
     with pytest.raises(ValueError, match="layer"):
         im.compare_features(cfg, data, {"bad": (enc, "top")})

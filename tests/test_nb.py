@@ -49,3 +49,8 @@ def test_show_source_and_galleries():
         nb.slider_gallery([png], ["a", "b"])
     d = nb.dropdown_gallery([png, png, png], ["p", "q", "r"])
     assert len(d.children[1].children) == 3
+
+
+def test_md_table_escapes_pipes():
+    t = nb.md_table(["a", "b"], [["x|y", "1"]]).splitlines()
+    assert t == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
