@@ -156,6 +156,22 @@ def preconditioned_field(obj: Objective, P: Callable[[Array], Array]) -> Field:
     return lambda t: -np.linalg.solve(P(t), obj.grad(t))
 
 
+def steepest_field(obj: Objective, norm: str, P: Callable[[Array], Array] | None = None) -> Field:
+    """The unit-speed steepest-descent flow of a norm, d theta/dt = steepest_direction(grad L)
+    (eq-08-steepest), for `euler`. With norm 'P', a P(theta) that is not positive definite
+    (Newton's P = H away from a minimum) is replaced by |diag P| + 1e-3 I so that it still
+    defines a norm; the flow stops where the gradient vanishes."""
+    def fld(t):
+        g = obj.grad(t)
+        if np.linalg.norm(g) < 1e-12:
+            return np.zeros_like(g)
+        Pt = P(t) if P is not None else None
+        if Pt is not None and not np.all(np.linalg.eigvalsh(Pt) > 0):
+            Pt = np.diag(np.abs(np.diag(Pt)) + 1e-3)
+        return steepest_direction(g, norm, Pt)
+    return fld
+
+
 def heavy_ball_field(obj: Objective, lam: float) -> Field:
     """First-order form of  theta'' + lam theta' = -grad L  (eq-08-heavy):
     state (theta, eta) -> (eta, -lam eta - grad L)."""
@@ -203,6 +219,15 @@ def euler(fld: Field, theta0, h: float, n: int) -> Array:
         th = th + h * fld(th)
         out[k + 1] = th
     return out
+
+
+def steepest_path(obj: Objective, theta0, norm: str, P: Callable[[Array], Array] | None = None,
+                  h: float = 0.005, n: int = 1500) -> Array:
+    """`n` Euler steps of length h (in the chosen norm) along `steepest_field`, cut after the
+    point where the gradient vanishes, so that h x (number of points - 1) is the path length."""
+    p = euler(steepest_field(obj, norm, P), theta0, h, n)
+    moved = np.flatnonzero(np.any(p[1:] != p[:-1], axis=tuple(range(1, p.ndim))))
+    return p[: moved[-1] + 2] if len(moved) else p[:1]
 
 
 def leapfrog_coefficients(lam: float, gamma: float) -> tuple[float, float]:

@@ -206,6 +206,25 @@ def test_steepest_direction_attains_dual_norm():
     assert np.allclose(D.steepest_step(g, "P", P), -np.linalg.solve(P, g))
 
 
+def test_steepest_path_unit_speed_stops_at_the_minimum_and_repairs_indefinite_P():
+    q = D.quadratic([1.0, 100.0])
+    # sign descent from (1, 0.8) with h = 0.005 reaches the minimum (up to rounding) in 200 steps
+    # and the path ends there instead of repeating the point for the remaining steps
+    p = D.steepest_path(q, np.array([1.0, 0.8]), "linf", h=0.005, n=1500)
+    assert len(p) == 201 and np.abs(p[-1]).max() < 1e-14 and np.linalg.norm(q.grad(p[-1])) < 1e-12
+    assert np.allclose(np.abs(np.diff(p, axis=0)).max(1), 0.005)       # unit speed in the max-norm
+    p2 = D.steepest_path(q, np.array([1.0, 0.8]), "l2", h=0.005, n=50)
+    assert len(p2) == 51 and np.allclose(np.linalg.norm(np.diff(p2, axis=0), axis=1), 0.005)
+    assert np.array_equal(D.steepest_field(q, "l2")(np.zeros(2)), [0.0, 0.0])
+    # Newton's P = H is indefinite on Rosenbrock at (0, 1): the field uses |diag H| + 1e-3 I instead
+    t = np.array([0.0, 1.0])
+    H = D.ROSENBROCK.hess(t)
+    assert np.linalg.eigvalsh(H).min() < 0
+    Pfix = np.diag(np.abs(np.diag(H)) + 1e-3)
+    want = D.steepest_direction(D.ROSENBROCK.grad(t), "P", Pfix)
+    assert np.allclose(D.steepest_field(D.ROSENBROCK, "P", D.ROSENBROCK.hess)(t), want)
+
+
 # ------------------------------------------------------------------ stochastic dynamics
 def test_tv_distance_is_zero_for_exact_samples_and_one_for_disjoint():
     rng = np.random.default_rng(0)
