@@ -55,17 +55,59 @@ def by_profile(settings: Mapping[str, T], profile: str | None = None) -> T:
     return settings[resolve_profile(profile)]
 
 
+DEVICES = ("cpu", "cuda", "mps")
+ENV_DEVICE = "DLBOOK_DEVICE"
+ENV_THREADS = "DLBOOK_THREADS"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def device(prefer: str | None = None) -> torch.device:
-    """cuda > mps > cpu, unless `prefer` (or $DLBOOK_DEVICE) names one."""
-    want = prefer or os.environ.get("DLBOOK_DEVICE")
+    """The one place a device is chosen: `prefer`, else $DLBOOK_DEVICE, else cuda > mps > cpu.
+    Asking for a device this machine lacks is an error that says what is available."""
+    want = (prefer or os.environ.get(ENV_DEVICE, "")).strip()
     if want:
-        return torch.device(want)
+        try:
+            dev = torch.device(want)
+        except RuntimeError:
+            raise ValueError(f"unknown device {want!r}: use one of {', '.join(DEVICES)} "
+                             f"(argument or ${ENV_DEVICE})") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {want!r} asked for (argument or ${ENV_DEVICE}) but CUDA is not "
+                             "available here; unset it or use cpu")
+        if dev.type == "mps" and not _mps_available():
+            raise ValueError(f"device {want!r} asked for but MPS is not available here; use cpu")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def threads(n: int | None = None) -> int:
+    """The one thread-count policy for torch on the CPU: `n`, else $DLBOOK_THREADS, else every
+    core of the machine. Returns the count set. Small per-process jobs that run side by side
+    (see `worker_threads`) take their share instead."""
+    if n is None:
+        env = os.environ.get(ENV_THREADS, "").strip()
+        n = int(env) if env else (os.cpu_count() or 1)
+    if int(n) != n or n < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {n!r}")
+    torch.set_num_threads(int(n))
+    return int(n)
+
+
+def worker_threads(workers: int) -> int:
+    """Threads for each of `workers` processes running side by side: the cores divided among
+    them (at least one), so that the machine is not oversubscribed."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    total = int(os.environ.get(ENV_THREADS, "").strip() or (os.cpu_count() or 1))
+    return max(1, total // workers)
 
 
 def device_name(dev: torch.device | None = None) -> str:
@@ -116,3 +158,50 @@ def as_dict(obj: Any) -> dict:
     from dataclasses import asdict, is_dataclass
 
     return asdict(obj) if is_dataclass(obj) else dict(obj)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work (a zero batch, a negative weight): refused where it enters."""
+
+
+def _values(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+def require(where: str, positive: Mapping[str, Any] = {}, nonneg: Mapping[str, Any] = {},
+            unit: Mapping[str, Any] = {}, whole: bool = False) -> None:
+    """Refuse bad sizes and hyperparameters where they enter a function or a config.
+
+    `positive`: each value (or each element of a tuple) must be > 0; with `whole`, also a whole
+    number. `nonneg`: >= 0. `unit`: in [0, 1]. None means "not set" and is accepted."""
+    for kind, items in (("> 0", positive), (">= 0", nonneg), ("in [0, 1]", unit)):
+        for name, value in items.items():
+            for v in _values(value):
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                    raise ConfigError(f"{where}: {name} must be a number {kind}, got {value!r}")
+                ok = {"> 0": v > 0, ">= 0": v >= 0, "in [0, 1]": 0 <= v <= 1}[kind]
+                if whole and kind == "> 0" and int(v) != v:
+                    ok = False
+                if not ok or v != v:
+                    raise ConfigError(f"{where}: {name} must be {'a whole number ' if whole and kind == '> 0' else ''}"
+                                      f"{kind}, got {value!r}")
+
+
+class Settings:
+    """Base of every chapter's `Config` dataclass: the fields named in `SIZES` (whole numbers:
+    steps, epochs, batch sizes, widths, depths, image sizes), `POSITIVE` (rates, scales),
+    `NONNEG` (weights, clip values) and `UNIT` (probabilities) are checked when the config is
+    built, so a bad value fails with one clear message before anything runs."""
+
+    SIZES: tuple[str, ...] = ()
+    POSITIVE: tuple[str, ...] = ()
+    NONNEG: tuple[str, ...] = ()
+    UNIT: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = type(self).__qualname__
+        get = lambda names: {n: getattr(self, n) for n in names}
+        require(where, positive=get(self.SIZES), whole=True)
+        require(where, positive=get(self.POSITIVE), nonneg=get(self.NONNEG), unit=get(self.UNIT))

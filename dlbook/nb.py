@@ -10,9 +10,37 @@ from typing import Any, Callable, Sequence
 from .config import resolve_profile
 
 
+# Below this, a float64 check's value is rounding noise: it depends on the BLAS kernel and the
+# thread count, so it is printed as a bound and never as digits.
+RESOLUTION = 1e-9
+
+
+def _sci(x: float) -> str:
+    """1e-09 -> '1e-9', 2.5e-07 -> '2.5e-7': the short form used in bounds."""
+    m, e = f"{x:.1e}".split("e")
+    m = m.rstrip("0").rstrip(".")
+    return f"{m}e{int(e)}"
+
+
+def bound(v: Any, resolution: float = RESOLUTION) -> str | Any:
+    """A check's value as printed: ``< resolution`` when it is smaller in magnitude than the
+    check can resolve (float64 roundoff by default; pass e.g. ``1e-5`` for a float32
+    computation), else the value itself. The text is then the same on every machine."""
+    if resolution <= 0:
+        raise ValueError(f"bound: resolution must be > 0, got {resolution}")
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return v
+    if math.isfinite(x) and abs(x) < resolution:
+        return f"< {_sci(resolution)}"
+    return v
+
+
 def fmt(v: Any, digits: int = 4) -> str:
     """A number printed the same on every machine: `digits` significant digits; tiny
-    differences below that (BLAS, thread counts) never change the text."""
+    differences below that (BLAS, thread counts) never change the text. Values of a check
+    that may sit at roundoff level go through `bound` first."""
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int):
@@ -24,8 +52,6 @@ def fmt(v: Any, digits: int = 4) -> str:
             return "inf" if v > 0 else "-inf"
         if v == 0:
             return "0"
-        if abs(v) < 10 ** -(digits + 2) * 1e-3:
-            return f"{v:.1e}"
         return f"{v:.{digits}g}"
     try:
         import numpy as np
@@ -84,21 +110,23 @@ class Checks(_Table):
         self.items: dict[str, _Check] = {}
 
     def check(self, id: str, statement: str, value: Any, threshold: str, passed: bool,
-              quiet: bool = False) -> bool:
-        c = _Check(id, statement, fmt(value, self.digits), threshold, bool(passed))
+              quiet: bool = False, resolution: float = RESOLUTION) -> None:
+        """Record and print one verdict. `value` is shown through `bound(value, resolution)`,
+        so an error at roundoff level prints as ``< 1e-9`` on every machine. Returns nothing,
+        so a cell that ends with a check echoes nothing after the verdict line."""
+        c = _Check(id, statement, fmt(bound(value, resolution), self.digits), threshold, bool(passed))
         self.items[id] = c
         self.rows = [(i.id, i.statement, i.value, i.threshold, "PASS" if i.passed else "FAIL")
                      for i in self.items.values()]
         if not quiet:
             print(f"[{'PASS' if c.passed else 'FAIL'}] {id}: {statement}: {c.value} ({threshold})")
-        return c.passed
 
     def close(self, id: str, statement: str, got: float, want: float, rtol: float = 0.0,
-              atol: float = 0.0) -> bool:
+              atol: float = 0.0, resolution: float = RESOLUTION) -> None:
         """Check |got - want| <= atol + rtol |want|; the value shown is the error."""
         err = abs(float(got) - float(want))
         tol = atol + rtol * abs(float(want))
-        return self.check(id, statement, err, f"|error| <= {fmt(tol, 2)}", err <= tol)
+        self.check(id, statement, err, f"|error| <= {fmt(tol, 2)}", err <= tol, resolution=resolution)
 
     def passed(self, id: str) -> bool:
         return self.items[id].passed

@@ -97,19 +97,86 @@ def _to(batch: Any, dev: torch.device) -> Any:
     return batch
 
 
-def _rng_state() -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, not plain data, or from another run."""
+
+
+def rng_state() -> dict:
+    """Every RNG's state as tensors and plain numbers, so that a checkpoint holding it loads
+    with ``torch.load(weights_only=True)`` (no pickled Python objects, no code can run)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    s = {"torch": torch.get_rng_state(),
+         "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached": float(cached)},
+         "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                    "gauss": None if gauss is None else float(gauss)}}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
 
 
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"].cpu())
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """`torch.save` to a temp file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
+    """Load a checkpoint or cache written by `save_checkpoint` with ``weights_only=True``:
+    only tensors and plain containers are rebuilt, so a crafted file cannot run code. A file
+    that is torn, foreign or holds other objects raises `CheckpointError` (nothing from it
+    has run); delete it to start afresh."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        s = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path.name} is not a usable dlbook checkpoint (torn, foreign, or holding objects other "
+            f"than tensors and plain values: {first}). Nothing from it was run. Delete it "
+            f"(rm '{path.name}' in its folder) to start the run afresh.") from None
+    if not isinstance(s, dict):
+        raise CheckpointError(f"{path.name} holds a {type(s).__name__}, not a checkpoint dict; delete it")
+    return s
+
+
+def _plain(v: Any) -> Any:
+    """A run key as plain data (a dataclass becomes a dict; tuples become lists), so that
+    it survives a weights-only checkpoint and compares equal after loading."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(v) and not isinstance(v, type):
+        v = asdict(v)
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return repr(v)
 
 
 class Trainer:
@@ -120,6 +187,8 @@ class Trainer:
       ``fit`` resumes from it when it exists (model, optimiser, scheduler, RNGs, history).
     - `callbacks`: ``cb(trainer, step, metrics)`` after each logged step (e.g. a live plot).
     - `log_every`: steps between history entries (metrics are averaged in between).
+    - `run_key`: plain data naming the run (its config); a checkpoint from another run, or
+      one that is already past the steps asked for, is refused with a message.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step_fn: StepFn,
@@ -127,7 +196,13 @@ class Trainer:
                  scheduler: Any = None, grad_clip: float | None = None,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0,
                  callbacks: Iterable[Callable] = (), log_every: int = 1,
-                 progress: bool = True, desc: str = "train"):
+                 progress: bool = True, desc: str = "train", run_key: Any = None):
+        from .config import require
+
+        require("Trainer", positive={"log_every": log_every, "grad_clip": grad_clip}, whole=False)
+        require("Trainer", nonneg={"checkpoint_every": checkpoint_every})
+        if int(log_every) != log_every:
+            raise ValueError(f"Trainer: log_every must be a whole number >= 1, got {log_every!r}")
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.optimizer, self.step_fn, self.scheduler = optimizer, step_fn, scheduler
@@ -136,8 +211,11 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_every = int(checkpoint_every)
         self.callbacks = list(callbacks)
-        self.log_every = max(1, int(log_every))
+        self.log_every = int(log_every)
         self.progress, self.desc = progress, desc
+        # What makes two runs the same run (e.g. the config as a dict): stored in the
+        # checkpoint, and a checkpoint written by another run is refused instead of reused.
+        self.run_key = run_key
         self.history = History()
         self.step = 0
         self.resumed_from: int | None = None
@@ -146,25 +224,36 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "step": self.step, "history": self.history.state_dict(), "rng": _rng_state()}
+                "step": self.step, "history": self.history.state_dict(), "rng": rng_state(),
+                "run_key": _plain(self.run_key)}
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        path = Path(path or self.checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint
-        return path
+        return save_checkpoint(path or self.checkpoint, self.state_dict())
 
-    def load(self, path: str | os.PathLike | None = None) -> int:
-        s = torch.load(Path(path or self.checkpoint), map_location=self.device, weights_only=False)
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        if self.scheduler is not None and s["scheduler"] is not None:
-            self.scheduler.load_state_dict(s["scheduler"])
+    def load(self, path: str | os.PathLike | None = None, steps: int | None = None) -> int:
+        """Resume from a checkpoint of this run; refuse one from another run (`run_key`) or one
+        already past `steps`."""
+        path = Path(path or self.checkpoint)
+        s = load_checkpoint(path, map_location=self.device)
+        if s.get("run_key") != _plain(self.run_key):
+            raise CheckpointError(
+                f"{path.name} was written by another run (its settings differ from this one's); "
+                "delete it or give this run another checkpoint path")
+        if steps is not None and int(s.get("step", 0)) > steps:
+            raise CheckpointError(
+                f"{path.name} is at step {int(s['step'])}, past the {steps} steps asked for: it belongs "
+                "to a longer run; delete it or give this run another checkpoint path")
+        try:
+            self.model.load_state_dict(s["model"])
+            self.optimizer.load_state_dict(s["optimizer"])
+            if self.scheduler is not None and s["scheduler"] is not None:
+                self.scheduler.load_state_dict(s["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path.name} does not fit this model or optimiser ({str(e)[:200]}); "
+                                  "delete it or give this run another checkpoint path") from None
         self.step = int(s["step"])
         self.history.load_state_dict(s["history"])
-        _set_rng_state(s["rng"])
+        set_rng_state(s["rng"])
         self.resumed_from = self.step
         return self.step
 
@@ -177,8 +266,11 @@ class Trainer:
     def fit(self, loader: Iterable, steps: int, stop_at: int | None = None) -> History:
         """Train until `steps` optimiser steps in total (resuming counts earlier ones).
         `stop_at` ends early (as a killed session would), after checkpointing."""
+        from .config import require
+
+        require("Trainer.fit", positive={"steps": steps, "stop_at": stop_at}, whole=True)
         if self.checkpoint is not None and self.checkpoint.exists() and self.step == 0:
-            self.load()
+            self.load(steps=steps)
         per_epoch = len(loader) if hasattr(loader, "__len__") else None
         if per_epoch == 0:
             raise ValueError("fit: the loader yields no batches")

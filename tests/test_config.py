@@ -62,3 +62,50 @@ def test_seed_everything_repeats_draws():
 def test_setup_reports_profile_and_device():
     run = config.setup("cpu", seed=3)
     assert run.profile == "cpu" and run.seed == 3 and "profile=cpu" in str(run)
+
+
+def test_device_refuses_what_the_machine_lacks(monkeypatch):
+    monkeypatch.setenv("DLBOOK_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        config.device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("DLBOOK_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            config.device()
+
+
+def test_thread_policy(monkeypatch):
+    old = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DLBOOK_THREADS", "1")
+        assert config.threads() == 1 and torch.get_num_threads() == 1
+        assert config.threads(2) == 2
+        assert config.worker_threads(4) == 1
+        with pytest.raises(ValueError):
+            config.threads(0)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_settings_refuse_bad_values():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config(config.Settings):
+        SIZES = ("steps", "widths")
+        POSITIVE = ("lr",)
+        NONNEG = ("lam",)
+        UNIT = ("p",)
+        steps: int = 10
+        widths: tuple = (8, 16)
+        lr: float = 1e-3
+        lam: float = 0.0
+        p: float = 0.5
+
+    Config()
+    for kw, msg in [({"steps": 0}, "steps must be a whole number > 0"), ({"widths": (8, 0)}, "widths"),
+                    ({"steps": 2.5}, "whole number"), ({"lr": -1e-3}, "lr must be > 0"),
+                    ({"lam": -1}, "lam must be >= 0"), ({"p": 1.5}, r"p must be in \[0, 1\]"),
+                    ({"steps": "10"}, "must be a number")]:
+        with pytest.raises(config.ConfigError, match=msg):
+            Config(**kw)

@@ -34,7 +34,7 @@ def _fake_tar(tmp_path, n=4, evil=False):
 
 def test_registered():
     ds = data.info("cifar-10")
-    assert ds.sample is None and len(ds.classes) == 10
+    assert ds.sample == "cifar-10_sample.npz" and len(ds.classes) == 10
     f = ds.files["train_archive"]
     assert f.md5 == "c58f30108f718f92721af3b95e74349a"
     assert f.subsets[0][0] == "cifar10_subset.npz"
@@ -73,22 +73,27 @@ def test_rows_to_hwc_channel_order():
         data._cifar_rows_to_hwc(np.zeros((2, 100), np.uint8))
 
 
-def test_offline_without_copy_raises(tmp_path, monkeypatch):
+def test_offline_without_copy_falls_back_to_the_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
     monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("DLBOOK_MIRROR", str(tmp_path / "mirror"))
     monkeypatch.setenv("DLBOOK_OFFLINE", "1")
-    with pytest.raises(data.DataError, match="cifar-10"):
-        data.load("cifar-10", "train")
+    with pytest.warns(data.OfflineWarning, match=r"cifar-10/train: .*DLBOOK_OFFLINE"):
+        d = data.load("cifar-10", "train")
+    assert len(d) == 250 and d.source == "cifar-10_sample.npz, bundled sample"
+    with pytest.raises(data.DataError, match="cifar-10/train: no usable copy"):
+        data.load("cifar-10", "train", allow_sample=False)
 
 
 @pytest.mark.skipif(not SUBSET.is_file(), reason="offline CIFAR-10 subset not present")
 def test_offline_subset(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
     monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
     monkeypatch.setenv("DLBOOK_MIRROR", str(SUBSET.parent.parent))
     monkeypatch.setenv("DLBOOK_OFFLINE", "1")
     tr = data.load("cifar-10", "train")
     te = data.load("cifar-10", "test", limit=50)
     assert tr.x.shape == (4500, 32, 32, 3) and len(te) == 50
-    assert "subset" in tr.source
+    assert tr.source == "cifar10_subset.npz, offline subset" and list(tr.index[899:902]) == [899, 10000, 10001]
     assert list(tr.y[:10]) == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert list(te.y[:10]) == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]

@@ -11,8 +11,8 @@ def test_fmt_is_stable_across_tiny_differences():
 
 def test_checks_print_verdicts_and_build_the_table(capsys):
     c = nb.Checks()
-    assert c.check("A", "one is one", 1.0, "== 1", True) is True
-    assert c.close("B", "pi", 3.0, 3.14159, atol=1e-3) is False
+    assert c.check("A", "one is one", 1.0, "== 1", True) is None  # nothing echoed after the line
+    assert c.close("B", "pi", 3.0, 3.14159, atol=1e-3) is None
     assert c.passed("A") and not c.passed("B")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[PASS] A") and out[1].startswith("[FAIL] B")
@@ -54,3 +54,23 @@ def test_show_source_and_galleries():
 def test_md_table_escapes_pipes():
     t = nb.md_table(["a", "b"], [["x|y", "1"]]).splitlines()
     assert t == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
+
+
+def test_bound_prints_roundoff_as_a_bound():
+    assert nb.bound(2.6e-16) == "< 1e-9" and nb.bound(-3e-13, 1e-12) == "< 1e-12"
+    assert nb.bound(3.2e-8, 1e-5) == "< 1e-5" and nb.bound(2.5e-4, 1e-5) == 2.5e-4
+    assert nb.bound(0.25) == 0.25 and nb.bound("n/a") == "n/a" and nb.bound(float("nan")) != "< 1e-9"
+    with pytest.raises(ValueError):
+        nb.bound(1.0, 0)
+
+
+def test_checks_show_roundoff_values_the_same_everywhere(capsys):
+    c = nb.Checks()
+    for err in (2.6e-16, 2.4e-16, 5.3e-15):  # what two machines print for one check
+        c.check("K", "identity holds", err, "< 1e-12", err < 1e-12)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(set(lines)) == 1 and lines[0] == "[PASS] K: identity holds: < 1e-9 (< 1e-12)"
+    c.check("F", "float32 path", 3.1e-8, "< 1e-4", True, resolution=1e-6)
+    assert c.items["F"].value == "< 1e-6"
+    c.check("G", "a real value stays", 0.0123456, "< 0.1", True)
+    assert c.items["G"].value == "0.0123"

@@ -8,6 +8,8 @@ import jupytext
 import pytest
 import yaml
 
+from dlbook.record import INSTALL_REF
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -25,16 +27,25 @@ def test_text_and_notebook_agree(ipynb):
     assert len(a.cells) == len(b.cells), f"{ipynb.name}: {len(b.cells)} cells, {text.name}: {len(a.cells)}"
     for i, (ca, cb) in enumerate(zip(a.cells, b.cells)):
         assert ca.cell_type == cb.cell_type, f"cell {i}: {ca.cell_type} vs {cb.cell_type}"
-        assert ca.source.strip() == cb.source.strip(), f"{ipynb.name} cell {i} differs from {text.name}"
+        # the record step pins the Colab install line of the .ipynb to the recorded commit
+        norm = lambda src: INSTALL_REF.sub(lambda m: m.group(1) + "@REF" + m.group(3), src.strip())
+        assert norm(ca.source) == norm(cb.source), f"{ipynb.name} cell {i} differs from {text.name}"
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_setup_cell_installs_from_the_configured_repository(ipynb):
-    url = CONFIG["repository"]["url"]
-    src = "".join("".join(c["source"]) for c in json.loads(ipynb.read_text())["cells"])
-    installs = re.findall(r"dlbook @ git\+(\S+?)[\"']", src)
-    assert installs == [url], f"{ipynb.name} installs dlbook from {installs}, _config.yml says {url}"
-    assert f"colab.research.google.com/github/{url.split('github.com/')[1]}/blob/main/notebooks/{ipynb.name}" in src
+def test_setup_cell_installs_the_recorded_commit_from_the_configured_repository(ipynb):
+    url, branch = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
+    nb = json.loads(ipynb.read_text())
+    src = "".join("".join(c["source"]) for c in nb["cells"])
+    installs = INSTALL_REF.findall(src)
+    assert [i[0] for i in installs] == [f"dlbook @ git+{url}"], f"{ipynb.name} installs {installs}, _config.yml says {url}"
+    # the .ipynb installs the commit its outputs came from; the text file, the branch
+    want = nb["metadata"].get("dlbook", {}).get("provenance", {}).get("install_ref", branch)
+    assert installs[0][1] == want, f"{ipynb.name} installs dlbook@{installs[0][1]}, recorded from {want}"
+    assert INSTALL_REF.findall(ipynb.with_suffix(".md").read_text())[0][1] == branch
+    assert f"colab.research.google.com/github/{url.split('github.com/')[1]}/blob/{branch}/notebooks/{ipynb.name}" in src
+    # the badge is an inline image: it shows without network (no external badge image)
+    assert "colab-badge.svg" not in src and "data:image/svg+xml;base64," in src
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)

@@ -1,5 +1,6 @@
 """The record step on a throwaway notebook: provenance written, papermill's injected cell
-removed, the text file untouched, and a failing run leaves the committed notebook as it was."""
+removed, no progress bars stored, the Colab cell pinned, the text file untouched; a failing
+run or a bad argument leaves everything as it was."""
 import json
 import textwrap
 
@@ -30,9 +31,23 @@ TEXT = textwrap.dedent('''\
     ```
 
     ```{code-cell} ipython3
+    :tags: [remove-cell]
+
+    import sys
+    if "google.colab" in sys.modules:
+        %pip install -q "dlbook @ git+https://example.org/dlbook@main"
+    ```
+
+    ```{code-cell} ipython3
     :tags: [parameters]
 
     profile = None
+    ```
+
+    ```{code-cell} ipython3
+    from tqdm.auto import tqdm
+    for _ in tqdm(range(3)):
+        pass
     ```
 
     ```{code-cell} ipython3
@@ -53,10 +68,14 @@ def nb(tmp_path):
     return md, ipynb
 
 
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
 def test_record_writes_outputs_and_provenance(nb):
     md, ipynb = nb
     before = md.read_text()
-    prov = record.record(ipynb, "smoke")
+    prov = record.record(ipynb, "smoke", allow_dirty=True)
     assert prov["profile"] == "smoke" and prov["dlbook"] and prov["commit"]
     out = json.loads(ipynb.read_text())
     sources = ["".join(c["source"]) for c in out["cells"]]
@@ -71,15 +90,23 @@ def test_record_writes_outputs_and_provenance(nb):
     assert out["metadata"]["dlbook"]["provenance"]["profile"] == "smoke"
     assert "papermill" not in out["metadata"]
     assert md.read_text() == before
+    # no progress bar is stored, as a widget or as text
+    assert "widgets" not in out["metadata"]
+    outputs = json.dumps([c.get("outputs", []) for c in out["cells"]])
+    assert "widget-view" not in outputs and "it/s" not in outputs
+    # the Colab cell installs the recorded commit when there is a clean one, else the branch
+    setup = next(s for s in sources if "%pip install" in s)
+    assert 'dlbook@' + prov.get("install_ref", "main") + '"' in setup
+    assert sorted(_files(md.parent)) == ["01_tiny.ipynb", "01_tiny.md"]
 
 
 def test_failing_record_leaves_notebook_untouched(nb):
     md, ipynb = nb
     md.write_text(TEXT.replace("FAIL_HERE", "True"))
-    before = ipynb.read_bytes()
+    before = _files(md.parent)
     with pytest.raises(Exception):
-        record.record(ipynb, "smoke")
-    assert ipynb.read_bytes() == before
+        record.record(ipynb, "smoke", allow_dirty=True)
+    assert _files(md.parent) == before  # no temp file either
 
 
 def test_missing_text_file_is_a_clear_error(tmp_path):
@@ -87,7 +114,40 @@ def test_missing_text_file_is_a_clear_error(tmp_path):
         record.text_for(tmp_path / "02_none.ipynb")
 
 
-def test_cli_rejects_unknown_profile(nb):
+def test_cli_rejects_unknown_profile(nb, capsys):
     md, ipynb = nb
-    with pytest.raises(Exception, match="smoke, cpu, full"):
-        record.main([str(ipynb), "--profile", "gpu"])
+    assert record.main([str(ipynb), "--profile", "gpu"]) == 2
+    assert "smoke, cpu, full" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["01_tiny.md", "01_tiny", "02_missing.ipynb", "notes.txt"])
+def test_cli_refuses_anything_but_a_paired_ipynb(nb, capsys, name):
+    md, ipynb = nb
+    before = _files(md.parent)
+    assert record.main([str(md.parent / name), "--profile", "smoke", "--allow-dirty"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("record: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _files(md.parent) == before  # nothing written, no stray file
+
+
+def test_cli_refuses_an_ipynb_without_its_text_file(tmp_path, capsys):
+    lone = tmp_path / "03_lone.ipynb"
+    lone.write_text("{}")
+    assert record.main([str(lone), "--allow-dirty"]) == 2
+    assert "no paired text file" in capsys.readouterr().err
+
+
+def test_cli_honours_the_profile_variable(nb, monkeypatch):
+    md, ipynb = nb
+    monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    assert record.main([str(ipynb), "--allow-dirty"]) == 0
+    assert json.loads(ipynb.read_text())["metadata"]["dlbook"]["provenance"]["profile"] == "smoke"
+
+
+def test_pin_install_points_the_setup_cell_at_a_commit():
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell('%pip install -q "dlbook @ git+https://github.com/o/r@main"')
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert record.pin_install(nb, "0123abc") == 1
+    assert nb.cells[0].source == '%pip install -q "dlbook @ git+https://github.com/o/r@0123abc"'

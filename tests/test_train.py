@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from dlbook.config import seed_everything
-from dlbook.train import ArrayLoader, History, Trainer
+from dlbook.train import (ArrayLoader, CheckpointError, History, Trainer, load_checkpoint, rng_state,
+                          save_checkpoint, set_rng_state)
 
 
 def _problem(seed=0):
@@ -118,3 +119,88 @@ def test_history_alignment():
     assert h["a"][:2] == [1.0, 2.0] and math.isnan(h["a"][2])
     assert math.isnan(h["b"][0]) and h["b"][1:] == [5.0, 6.0]
     assert h.last("a", 3) == 1.5
+
+
+class _Payload:
+    """Unpickling this object would run os.system: a crafted checkpoint must never do that."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_crafted_checkpoint_runs_nothing_and_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem()
+    good = Trainer(model, opt, step, device="cpu", progress=False).state_dict()
+    good["history"] = _Payload(marker)  # a real checkpoint with one poisoned entry
+    torch.save(good, ckpt)
+    model, opt, sched, loader, step = _problem()
+    t = Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt)
+    with pytest.raises(CheckpointError, match="Nothing from it was run. Delete it"):
+        t.fit(loader, steps=5)
+    assert not marker.exists()
+    assert t.step == 0
+
+
+def test_torn_checkpoint_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem()
+    Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt).fit(loader, steps=3)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    model, opt, sched, loader, step = _problem()
+    with pytest.raises(CheckpointError, match="not a usable dlbook checkpoint"):
+        Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt).fit(loader, steps=5)
+
+
+def test_checkpoint_of_another_run_or_a_longer_run_is_refused(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem()
+    Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt,
+            run_key={"lr": 1e-2, "width": (16,)}).fit(loader, steps=8)
+    model, opt, sched, loader, step = _problem()
+    with pytest.raises(CheckpointError, match="another run"):
+        Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt,
+                run_key={"lr": 1e-3, "width": (16,)}).fit(loader, steps=8)
+    model, opt, sched, loader, step = _problem()
+    with pytest.raises(CheckpointError, match="past the 5 steps"):
+        Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt,
+                run_key={"lr": 1e-2, "width": (16,)}).fit(loader, steps=5)
+    model, opt, sched, loader, step = _problem()  # the same run resumes (tuple vs list is the same key)
+    t = Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt,
+                run_key={"lr": 1e-2, "width": [16]})
+    t.fit(loader, steps=10)
+    assert t.resumed_from == 8 and t.step == 10
+
+
+def test_rng_state_roundtrip_is_plain_data(tmp_path):
+    import random
+
+    import numpy as np
+
+    s = rng_state()
+    a = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    save_checkpoint(tmp_path / "rng.pt", {"rng": s})
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    b = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2] and a[3] == b[3]
+
+
+@pytest.mark.parametrize("kw", [{"log_every": 0}, {"log_every": 1.5}, {"grad_clip": -1.0},
+                                {"checkpoint_every": -2}])
+def test_bad_trainer_settings_are_refused(kw):
+    model, opt, sched, loader, step = _problem()
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        Trainer(model, opt, step, device="cpu", progress=False, **kw)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5])
+def test_bad_step_counts_are_refused(steps):
+    model, opt, sched, loader, step = _problem()
+    with pytest.raises(ValueError, match="steps"):
+        Trainer(model, opt, step, device="cpu", progress=False).fit(loader, steps=steps)

@@ -1,88 +1,35 @@
-"""A small data registry: name -> canonical URLs, checksums, licence, citation and a
-bundled offline sample.
+"""Image datasets: MNIST, Fashion-MNIST, CIFAR-10 and CelebA, read into uint8 arrays with
+integer labels, and turned into float tensors of a given size and value range.
 
-Where a file is looked for, in order:
-1. the cache, ``$DLBOOK_DATA/<dataset>/<file>`` (default ``~/.cache/dlbook``), MD5-checked;
-2. each folder of ``$DLBOOK_MIRROR`` (``os.pathsep``-separated), same layout, MD5-checked;
-3. a download from the canonical URLs into the cache (temp file, checksum, rename),
-   unless ``$DLBOOK_OFFLINE=1``;
-4. a documented first-N subset in the cache or a mirror (``<file>.firstN`` with its SHA-256);
-5. otherwise the whole dataset falls back to the sample bundled with ``dlbook``,
-   with one warning that says so.
+`load` resolves every file of a split through the registry (cache, mirrors, download,
+documented subset) and falls back to the sample bundled with dlbook. Under the smoke profile
+the bundled sample comes first, so tests never download and read the same data everywhere.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import socket
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-SAMPLES = Path(__file__).with_name("samples")
-_TIMEOUT = 20.0
-
-
-class DataError(RuntimeError):
-    """Base class: every message says what to do next."""
-
-
-class UnknownDatasetError(DataError, KeyError):
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
-
-
-class ChecksumError(DataError):
-    pass
-
-
-class OfflineWarning(UserWarning):
-    pass
-
-
-class _Unreachable(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One canonical file; `subsets` are documented first-N copies accepted from disk."""
-
-    name: str
-    md5: str
-    subsets: tuple[tuple[str, str], ...] = ()  # (file name, sha256)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    urls: tuple[str, ...]  # base URLs, tried in order
-    files: dict[str, DataFile]
-    reader: Callable[[dict[str, Path], str], tuple[np.ndarray, np.ndarray]]
-    licence: str
-    citation: str
-    homepage: str
-    sample: str | None = None  # file in dlbook/samples: x_<split>, y_<split> arrays
-    splits: tuple[str, ...] = ("train", "test")
-    classes: tuple[str, ...] = field(default=())
+from .registry import (SAMPLES, Attempts, shown, ChecksumError, DataError, DataFile, Dataset, OfflineWarning,
+                       fewer_than_asked, info, log_provenance, prefer_sample, register, resolve)
 
 
 @dataclass
 class ArrayData:
-    """Images as uint8 (N, H, W[, C]) and integer labels, with where they came from."""
+    """Images as uint8 (N, H, W[, C]) and integer labels, with where they came from.
+    `index` holds each record's position in the canonical dataset (None: 0..N-1)."""
 
     x: np.ndarray
     y: np.ndarray
     source: str
     dataset: str
     split: str
+    index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -91,162 +38,62 @@ class ArrayData:
         return (f"ArrayData({self.dataset}/{self.split}: x{tuple(self.x.shape)} {self.x.dtype}, "
                 f"source={self.source})")
 
-
-REGISTRY: dict[str, Dataset] = {}
-
-
-def register(ds: Dataset) -> Dataset:
-    REGISTRY[ds.name] = ds
-    return ds
+    def canonical_index(self) -> np.ndarray:
+        return np.arange(len(self.x)) if self.index is None else self.index
 
 
-def info(name: str) -> Dataset:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UnknownDatasetError(
-            f"unknown dataset {name!r}; registered: {', '.join(sorted(REGISTRY))}. "
-            "Register it with dlbook.data.register(Dataset(...)) first."
-        ) from None
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("DLBOOK_DATA") or Path.home() / ".cache" / "dlbook").expanduser()
-
-
-def mirror_dirs() -> list[Path]:
-    raw = os.environ.get("DLBOOK_MIRROR", "")
-    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
-
-
-def offline() -> bool:
-    return os.environ.get("DLBOOK_OFFLINE", "").strip().lower() in ("1", "true", "yes")
-
-
-def file_hash(path: Path, algo: str = "md5") -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verified(path: Path, algo: str, expected: str) -> bool:
-    """True if present and correct, False if absent; a present wrong file is an error."""
-    if not path.is_file():
-        return False
-    got = file_hash(path, algo)
-    if got != expected:
-        raise ChecksumError(
-            f"{path} is corrupt ({algo} {got}, expected {expected}). "
-            f"Delete it and run again to download a fresh copy: rm '{path}'"
-        )
-    return True
-
-
-def download(url: str, dest: Path, md5: str | None = None, timeout: float = _TIMEOUT) -> Path:
-    """Download `url` to `dest` atomically: a temp file in the same folder, checked, then
-    renamed. On any failure nothing is left at `dest` and the temp file is removed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as out:
-                expected = r.headers.get("Content-Length")
-                n = 0
-                for block in iter(lambda: r.read(1 << 20), b""):
-                    out.write(block)
-                    n += len(block)
-            if expected is not None and n != int(expected):
-                raise ChecksumError(
-                    f"download of {url} was truncated ({n} of {expected} bytes); "
-                    "nothing was saved: run again, or fetch the file by hand into "
-                    f"{dest.parent}")
-        except (urllib.error.HTTPError,) as e:
-            raise _Unreachable(f"{url}: HTTP {e.code}") from e
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
-            if isinstance(e, ChecksumError):
-                raise
-            if "IncompleteRead" in type(e).__name__:
-                raise ChecksumError(f"download of {url} was truncated; nothing was saved: run again") from e
-            raise _Unreachable(f"{url}: {e}") from e
-        except Exception as e:  # http.client.IncompleteRead and friends
-            if isinstance(e, ChecksumError):
-                raise
-            raise ChecksumError(f"download of {url} failed ({e}); nothing was saved: run again") from e
-        if md5 is not None:
-            got = file_hash(Path(tmp))
-            if got != md5:
-                raise ChecksumError(
-                    f"download of {url} has MD5 {got}, expected {md5}: the server sent a corrupt "
-                    f"or different file. Nothing was saved to {dest}; run again later or put a "
-                    f"verified copy there by hand.")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _find(ds: Dataset, f: DataFile) -> tuple[Path, str] | None:
-    roots = [data_dir()] + mirror_dirs()
-    for root in roots:
-        if _verified(root / ds.name / f.name, "md5", f.md5):
-            return root / ds.name / f.name, "cache" if root == data_dir() else f"mirror {root}"
-    if not offline():
-        for base in ds.urls:
-            try:
-                p = download(base.rstrip("/") + "/" + f.name, data_dir() / ds.name / f.name, f.md5)
-                return p, "download"
-            except _Unreachable:
-                continue
-    for root in roots:
-        for sub, sha in f.subsets:
-            if _verified(root / ds.name / sub, "sha256", sha):
-                return root / ds.name / sub, f"subset {root / ds.name / sub}"
-    return None
+def _read_sample(ds: Dataset, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    path = SAMPLES / ds.sample
+    with np.load(path, allow_pickle=False) as z:
+        idx = z[f"i_{split}"] if f"i_{split}" in z.files else None
+        return z[f"x_{split}"], z[f"y_{split}"], idx
 
 
 def load(name: str, split: str = "train", limit: int | None = None,
          allow_sample: bool = True) -> ArrayData:
-    """The `split` of dataset `name` as uint8 images and labels (first `limit` records)."""
+    """The `split` of image dataset `name` as uint8 images and labels (first `limit` records)."""
     ds = info(name)
+    if ds.kind != "images":
+        raise DataError(f"{name} is a {ds.kind} dataset: read it with dlbook.data.load_text({name!r})")
     if split not in ds.splits:
         raise DataError(f"{name} has splits {ds.splits}, not {split!r}")
-    wanted = {k: f for k, f in ds.files.items() if k.startswith(split + "_")}
-    found = {k: _find(ds, f) for k, f in wanted.items()}
-    if all(v is not None for v in found.values()):
-        x, y = ds.reader({k: v[0] for k, v in found.items()}, split)
-        sources = sorted({v[1] for v in found.values()})
-        source = "; ".join(sources)
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
+        raise DataError(f"{name}/{split}: limit must be a whole number >= 0 (or None for all), got {limit!r}")
+    index = None
+    if allow_sample and ds.sample is not None and prefer_sample():
+        x, y, index = _read_sample(ds, split)
+        source = f"{ds.sample}, bundled sample"
+        fewer_than_asked(name, split, len(x), limit, "the bundled sample")
     else:
-        missing = [wanted[k].name for k, v in found.items() if v is None]
-        if not allow_sample or ds.sample is None:
-            raise DataError(
-                f"{name}/{split}: no copy of {missing} in {data_dir()} or $DLBOOK_MIRROR and the "
-                "download failed. Connect to the network, or copy the files into "
-                f"{data_dir() / name}.")
-        warnings.warn(
-            f"{name}/{split}: could not download {missing} (offline?); using the small sample "
-            f"bundled with dlbook instead. Results will differ from the full dataset. "
-            f"To use the real data, connect to the network or put the files in {data_dir() / name}.",
-            OfflineWarning, stacklevel=2)
-        with np.load(SAMPLES / ds.sample) as z:
-            x, y = z[f"x_{split}"], z[f"y_{split}"]
-        source = f"bundled sample {ds.sample}"
-    _log_provenance(f"{name}/{split}: {source}")
+        wanted = [k for k in ds.files if k.startswith(split + "_")]
+        tries = Attempts()
+        found = {k: resolve(ds, k, tries) for k in wanted}
+        if all(v is not None for v in found.values()):
+            out = ds.reader({k: v.path for k, v in found.items()}, split)
+            x, y = out[0], out[1]
+            index = out[2] if len(out) > 2 else None
+            source = "; ".join(sorted({v.label for v in found.values()}))
+            if any("subset" in v.label for v in found.values()):
+                fewer_than_asked(name, split, len(x), limit, "the offline subset")
+        else:
+            if not allow_sample or ds.sample is None:
+                raise DataError(
+                    f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
+                    f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
+            warnings.warn(
+                f"{name}/{split}: the real data is not available ({tries}); using the small sample "
+                f"bundled with dlbook instead ({ds.sample}). Results will differ from the full "
+                f"dataset. To use the real data, connect to the network or put the files in "
+                f"$DLBOOK_DATA/{name}.", OfflineWarning, stacklevel=2)
+            x, y, index = _read_sample(ds, split)
+            source = f"{ds.sample}, bundled sample"
+            fewer_than_asked(name, split, len(x), limit, "the bundled sample")
+    log_provenance(f"{name}/{split}: {source}")
     n = min(len(x), len(y))
     if limit is not None:
         n = min(n, int(limit))
-    return ArrayData(x[:n], y[:n].astype(np.int64), source, name, split)
-
-
-def _log_provenance(line: str) -> None:
-    """`python -m dlbook.record` sets $DLBOOK_PROVENANCE_LOG to learn which data a run used."""
-    path = os.environ.get("DLBOOK_PROVENANCE_LOG")
-    if path:
-        with open(path, "a") as f:
-            f.write(line + "\n")
+    return ArrayData(x[:n], np.asarray(y[:n]).astype(np.int64), source, name, split,
+                     None if index is None else np.asarray(index[:n], dtype=np.int64))
 
 
 # ---------------------------------------------------------------- readers
@@ -258,15 +105,15 @@ def read_idx(path: Path) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as e:
-            raise DataError(f"{path} is a damaged gzip file ({e}); delete it and download again") from e
+            raise DataError(f"{shown(path)} is a damaged gzip file ({e}); delete it and download again") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); "
+        raise DataError(f"{shown(path)} is not an unsigned-byte IDX file (bad magic {raw[:4]!r}); "
                         "delete it and download again")
     ndim = raw[3]
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {dims} but holds {body.size} bytes; the file is "
+        raise DataError(f"{shown(path)}: header says {dims} but holds {body.size} bytes; the file is "
                         "truncated: delete it and download again")
     return body.reshape(dims)
 
@@ -275,16 +122,43 @@ def _idx_reader(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndar
     return read_idx(paths[f"{split}_images"]), read_idx(paths[f"{split}_labels"])
 
 
-def to_float(x: np.ndarray, channels_first: bool = True):
-    """uint8 images -> float32 torch tensor in [0, 1], shape (N, C, H, W)."""
-    import torch
+def to_float(x: np.ndarray, channels_first: bool = True, size: int | None = None, fit: str = "resize",
+             value_range: tuple[float, float] = (0.0, 1.0)):
+    """uint8 images -> float32 torch tensor (N, C, H, W) scaled to `value_range`.
 
+    With `size`, square images are brought to size x size: ``fit="resize"`` resamples
+    (antialiased bilinear), ``fit="pad"`` centres them on a background of the range's low end
+    (for 28x28 digits drawn on black inside a 32x32 network, as DCGAN-style code does)."""
+    import torch
+    from torch.nn import functional as F
+
+    if fit not in ("resize", "pad"):
+        raise ValueError(f"to_float: fit must be 'resize' or 'pad', got {fit!r}")
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"to_float: value_range must be (low, high) with low < high, got {value_range}")
+    if size is not None and (isinstance(size, bool) or int(size) != size or size < 1):
+        raise ValueError(f"to_float: size must be a whole number >= 1, got {size!r}")
     t = torch.from_numpy(np.array(x, copy=True)).float().div_(255.0)  # readers give read-only views
     if t.ndim == 3:
         t = t.unsqueeze(1)
     elif channels_first and t.ndim == 4 and t.shape[-1] in (1, 3):
         t = t.permute(0, 3, 1, 2).contiguous()
-    return t
+    if t.ndim != 4:
+        raise ValueError(f"to_float: expected (N, H, W) or (N, H, W, C) images, got shape {tuple(x.shape)}")
+    if size is not None and tuple(t.shape[-2:]) != (size, size):
+        h, w = t.shape[-2:]
+        if fit == "pad":
+            if h > size or w > size:
+                raise ValueError(f"to_float: cannot pad {h}x{w} images to {size}x{size}; use fit='resize'")
+            top, left = (size - h) // 2, (size - w) // 2
+            t = F.pad(t, (left, size - w - left, top, size - h - top))
+        else:
+            s = min(h, w)  # centre square, then resample
+            t = t[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+            t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            t = t.clamp_(0.0, 1.0)
+    return t * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else t
 
 
 # ---------------------------------------------------------------- the datasets
@@ -296,7 +170,7 @@ def _idx_files(md5: dict[str, str], subsets: dict[str, tuple[tuple[str, str], ..
 
 register(Dataset(
     name="mnist",
-    urls=("https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist"),
+    urls=("https://ossci-datasets.s3.amazonaws.com/mnist", "https://yann.lecun.com/exdb/mnist"),
     files=_idx_files(
         {"train_images": "f68b3c2dcbeaaa9fbdd348bbdeb94873", "train_labels": "d53e105ee54ea40749a09fcbcd1e9432",
          "test_images": "9fb629c4189551a2d022fa330f9573f3", "test_labels": "ec29112dd5afa0611ce80d1b7f02629c"},
@@ -315,6 +189,7 @@ register(Dataset(
 
 register(Dataset(
     name="fashion-mnist",
+    # The S3 website endpoint serves plain http only; the MD5 check makes that safe.
     urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
     files=_idx_files(
         {"train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "train_labels": "25c81989df183df01b3e8a0aad5dffbe",
@@ -396,10 +271,10 @@ def read_cifar10_tar(path: Path, split: str, member_md5: dict[str, str] | None =
             try:
                 raw = tar.extractfile(f"cifar-10-batches-py/{n}").read()
             except (KeyError, AttributeError):
-                raise DataError(f"{path} has no member cifar-10-batches-py/{n}; delete it and download again") from None
+                raise DataError(f"{shown(path)} has no member cifar-10-batches-py/{n}; delete it and download again") from None
             got = hashlib.md5(raw).hexdigest()
             if n in member_md5 and got != member_md5[n]:
-                raise ChecksumError(f"{path}: member {n} has MD5 {got}, expected {member_md5[n]}; "
+                raise ChecksumError(f"{shown(path)}: member {n} has MD5 {got}, expected {member_md5[n]}; "
                                     "delete the archive and download again")
             d = _cifar_unpickle_numpy_only(raw)
             xs.append(_cifar_rows_to_hwc(d[b"data"]))
@@ -407,15 +282,24 @@ def read_cifar10_tar(path: Path, split: str, member_md5: dict[str, str] | None =
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def read_cifar10_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The documented offline subset (plain arrays, `allow_pickle=False`)."""
+def read_cifar10_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The documented offline subset (plain arrays, `allow_pickle=False`): images, labels and
+    each image's canonical index ((batch - 1) * 10000 + index in batch for train)."""
     with np.load(path, allow_pickle=False) as z:
-        return _cifar_rows_to_hwc(z[f"{split}_data"]), z[f"{split}_labels"].astype(np.int64)
+        x, y = _cifar_rows_to_hwc(z[f"{split}_data"]), z[f"{split}_labels"].astype(np.int64)
+        if split == "train":
+            idx = (z["train_batch"].astype(np.int64) - 1) * 10_000 + z["train_index"].astype(np.int64)
+        else:
+            idx = np.arange(len(x), dtype=np.int64)
+    return x, y, idx
 
 
-def _cifar10_reader(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar10_reader(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = paths[f"{split}_archive"]
-    return read_cifar10_npz(p, split) if p.suffix == ".npz" else read_cifar10_tar(p, split)
+    if p.suffix == ".npz":
+        return read_cifar10_npz(p, split)
+    x, y = read_cifar10_tar(p, split)
+    return x, y, np.arange(len(x), dtype=np.int64)
 
 
 register(Dataset(
@@ -428,7 +312,9 @@ register(Dataset(
     citation="A. Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, "
              "University of Toronto, 2009.",
     homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-    sample=None,  # no licence to redistribute images: offline without a copy, load() raises
+    # The first 50 images of each training batch and the first 100 test images, with their
+    # canonical indices (i_train, i_test), attributed to Krizhevsky (2009): dlbook/data/samples.
+    sample="cifar-10_sample.npz",
     classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 ))
 
@@ -458,7 +344,7 @@ def _celeba_reader(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.n
             im = im.crop((0, top, w, top + w)).resize((CELEBA_SIZE, CELEBA_SIZE), Image.BILINEAR)
             out.append(np.asarray(im, dtype=np.uint8))
     if not out:
-        raise DataError(f"{path} holds no JPEG images; delete it and fetch img_align_celeba.zip again")
+        raise DataError(f"{shown(path)} holds no JPEG images; delete it and fetch img_align_celeba.zip again")
     return np.stack(out), np.zeros(len(out), dtype=np.int64)
 
 

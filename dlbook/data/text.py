@@ -1,0 +1,201 @@
+"""Text datasets: a corpus is a list of records (tuples of strings, one field per column, e.g.
+``(speaker, line)`` or ``(upper, lower)``), split into train/validation/test by contiguous
+blocks, and a character vocabulary to turn strings into integer ids.
+
+Why characters: the corpora here are small (Tiny Shakespeare is 1.1 MB, 65 distinct
+characters; a couplet is a line of Chinese characters, each a word-like unit). A character
+vocabulary has no out-of-vocabulary words, needs no trained tokenizer, and keeps the
+position-wise alignment that couplets rely on.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .registry import (Attempts, DataError, DataFile, Dataset, fewer_than_asked, info, log_provenance,
+                       register, resolve)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class TextData:
+    """Records of one split of a text dataset, with where they came from."""
+
+    records: list[tuple[str, ...]]
+    fields: tuple[str, ...]
+    source: str
+    dataset: str
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def column(self, field: str) -> list[str]:
+        if field not in self.fields:
+            raise KeyError(f"{self.dataset} records have fields {self.fields}, not {field!r}")
+        i = self.fields.index(field)
+        return [r[i] for r in self.records]
+
+    def __repr__(self) -> str:
+        return f"TextData({self.dataset}/{self.split}: {len(self)} records {self.fields}, source={self.source})"
+
+
+def load_text(name: str, split: str = "train", limit: int | None = None) -> TextData:
+    """The `split` of text dataset `name` (first `limit` records)."""
+    ds = info(name)
+    if ds.kind != "text":
+        raise DataError(f"{name} is an {ds.kind} dataset: read it with dlbook.data.load({name!r})")
+    if split not in ds.splits:
+        raise DataError(f"{name} has splits {ds.splits}, not {split!r}")
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
+        raise DataError(f"{name}/{split}: limit must be a whole number >= 0 (or None for all), got {limit!r}")
+    tries = Attempts()
+    keys = [k for k in ds.files if _needed(k, split)]
+    found = {k: resolve(ds, k, tries) for k in keys}
+    if any(v is None for v in found.values()):
+        raise DataError(f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
+                        f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
+    records, fields = ds.reader({k: v.path for k, v in found.items()}, split)
+    source = "; ".join(sorted({v.label for v in found.values()}))
+    if any("subset" in v.label for v in found.values()):
+        fewer_than_asked(name, split, len(records), limit, "the offline subset")
+    log_provenance(f"{name}/{split}: {source}")
+    if limit is not None:
+        records = records[:int(limit)]
+    return TextData(list(records), tuple(fields), source, name, split)
+
+
+def _needed(key: str, split: str) -> bool:
+    """A file key ``<split>_<what>`` belongs to that split; any other key (a single corpus
+    file, a vocabulary) is needed by every split."""
+    head = key.split("_", 1)[0]
+    return head == split or head not in SPLITS
+
+
+def contiguous_split(n: int, split: str, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)) -> slice:
+    """The block of records ``[a, b)`` that `split` owns when `n` records are cut, in order,
+    into train / validation / test blocks of the given fractions (no shuffling: neighbouring
+    lines of a play never straddle two splits except at the two cuts)."""
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+    if abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    a = round(n * fractions[0])
+    b = round(n * (fractions[0] + fractions[1]))
+    return {"train": slice(0, a), "validation": slice(a, b), "test": slice(b, n)}[split]
+
+
+# ---------------------------------------------------------------- vocabulary
+class CharVocab:
+    """Characters <-> integer ids, with special tokens first (ids 0, 1, ...).
+
+    ``CharVocab.build(texts)`` orders characters by frequency (ties by code point), so the
+    ids are the same on every machine; ``CharVocab(tokens)`` takes a fixed list (e.g. a
+    published vocabulary file). ``encode`` maps an unknown character to ``<unk>``, or raises
+    with ``strict=True`` and names the characters it does not know."""
+
+    def __init__(self, tokens: Sequence[str], specials: Sequence[str] = ("<pad>", "<unk>")):
+        specials = tuple(specials)
+        toks = list(specials) + [t for t in tokens if t not in specials]
+        if len(set(toks)) != len(toks):
+            dup = sorted({t for t in toks if toks.count(t) > 1})
+            raise ValueError(f"CharVocab: duplicate tokens {dup[:10]}")
+        self.specials = specials
+        self.itos: list[str] = toks
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(toks)}
+
+    @classmethod
+    def build(cls, texts: Iterable[str], specials: Sequence[str] = ("<pad>", "<unk>"),
+              min_count: int = 1) -> "CharVocab":
+        if min_count < 1:
+            raise ValueError(f"CharVocab.build: min_count must be >= 1, got {min_count}")
+        counts = Counter()
+        for t in texts:
+            counts.update(t)
+        chars = sorted((c for c, k in counts.items() if k >= min_count), key=lambda c: (-counts[c], c))
+        return cls(chars, specials)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, ch: str) -> bool:
+        return ch in self.stoi
+
+    def id(self, token: str) -> int:
+        return self.stoi[token]
+
+    def unknown(self, text: str) -> list[str]:
+        """The characters of `text` that are not in the vocabulary, in order of appearance."""
+        seen: dict[str, None] = {}
+        for c in text:
+            if c not in self.stoi:
+                seen.setdefault(c)
+        return list(seen)
+
+    def encode(self, text: str, strict: bool = False) -> list[int]:
+        if strict:
+            bad = self.unknown(text)
+            if bad:
+                raise KeyError(f"characters not in the vocabulary: {''.join(bad)!r}")
+        unk = self.stoi.get("<unk>")
+        if unk is None and not strict:
+            bad = self.unknown(text)
+            if bad:
+                raise KeyError(f"characters not in the vocabulary (and no <unk> token): {''.join(bad)!r}")
+        return [self.stoi.get(c, unk) for c in text]
+
+    def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
+        out = []
+        for i in ids:
+            t = self.itos[int(i)]
+            if skip_specials and t in self.specials:
+                continue
+            out.append(t)
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        return f"CharVocab({len(self)} tokens, specials={self.specials})"
+
+
+# ---------------------------------------------------------------- Tiny Shakespeare
+def read_speeches(text: str) -> list[tuple[str, str]]:
+    """Tiny Shakespeare as (speaker, speech) records: blocks separated by a blank line whose
+    first line is ``Name:``; the speech keeps its line breaks."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = block.strip("\n").split("\n")
+        if len(lines) < 2 or not lines[0].endswith(":"):
+            continue
+        out.append((lines[0][:-1].strip(), "\n".join(lines[1:])))
+    return out
+
+
+def _shakespeare_reader(paths: dict[str, Path], split: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    raw = paths["corpus"].read_bytes()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise DataError(f"tinyshakespeare: {paths['corpus'].name} is not plain ASCII ({e})") from e
+    speeches = read_speeches(text)
+    return speeches[contiguous_split(len(speeches), split)], ("speaker", "text")
+
+
+register(Dataset(
+    name="tinyshakespeare",
+    urls=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare",),
+    files={"corpus": DataFile("input.txt", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+                              algo="sha256")},
+    reader=_shakespeare_reader,
+    licence="public domain (Shakespeare's text); distributed with char-rnn under MIT",
+    citation="A. Karpathy. char-rnn: multi-layer recurrent neural networks for character-level "
+             "language models, 2015. https://github.com/karpathy/char-rnn",
+    homepage="https://github.com/karpathy/char-rnn/tree/master/data/tinyshakespeare",
+    splits=SPLITS,
+    kind="text",
+))
+
+# The complete corpus ships as dlbook/data/samples/tinyshakespeare/input.txt (byte-identical,
+# verified like any other copy), so it never needs a download.
