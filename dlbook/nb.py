@@ -28,6 +28,8 @@ def bound(v: Any, resolution: float = RESOLUTION) -> str | Any:
     computation), else the value itself. The text is then the same on every machine."""
     if resolution <= 0:
         raise ValueError(f"bound: resolution must be > 0, got {resolution}")
+    if isinstance(v, (bool, int)) or type(v).__name__.startswith(("int", "uint", "bool")):
+        return v  # counts are exact
     try:
         x = float(v)
     except (TypeError, ValueError):

@@ -59,6 +59,7 @@ def test_md_table_escapes_pipes():
 def test_bound_prints_roundoff_as_a_bound():
     assert nb.bound(2.6e-16) == "< 1e-9" and nb.bound(-3e-13, 1e-12) == "< 1e-12"
     assert nb.bound(3.2e-8, 1e-5) == "< 1e-5" and nb.bound(2.5e-4, 1e-5) == 2.5e-4
+    assert nb.bound(0) == 0 and nb.bound(0.0) == "< 1e-9"  # a count is exact, a float error is not
     assert nb.bound(0.25) == 0.25 and nb.bound("n/a") == "n/a" and nb.bound(float("nan")) != "< 1e-9"
     with pytest.raises(ValueError):
         nb.bound(1.0, 0)
