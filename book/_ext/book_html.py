@@ -8,9 +8,10 @@
 2. Search snippets offline. Sphinx's search page fetches every hit's HTML page to cut a snippet
    out of `[role=main]`; browsers refuse `fetch` for a book opened from disk (file://), so no
    snippet is shown, and over http the snippet comes from the theme's navigation that sits in
-   `[role=main]`. The text of every page's article (nested by section, so anchored hits find
-   their section) is written to `_static/search-text.js`, and `search-snippets.js` answers
-   search's requests from it. Both are loaded by the search page only.
+   `[role=main]`. The text of every page's article (from the resolved doctree, nested by
+   section, so anchored hits find their section) is written to `_static/search-text.js`, and
+   `search-snippets.js` answers search's requests from it. Both are loaded by the search page
+   only.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def _search_page_scripts(app: Sphinx, pagename, templatename, context, doctree) 
     if pagename == "search":
         app.add_js_file(SEARCH_TEXT)
         app.add_js_file("search-snippets.js")
+    elif doctree is not None:  # resolved: citations, toctrees and cross-references filled in
+        app.book_search_text[pagename] = f'<div role="main">{_article_html(doctree)}</div>'
 
 
 def _text(node: nodes.Node) -> str:
@@ -70,19 +73,21 @@ def _article_html(node: nodes.Element) -> str:
 def _write_search_text(app: Sphinx, exception) -> None:
     if exception or app.builder.format != "html":
         return
-    pages = {}
-    for docname in sorted(app.env.found_docs):
+    pages = dict(app.book_search_text)
+    for docname in sorted(app.env.found_docs - set(pages)):  # not rewritten in this build
         try:
             doctree = app.env.get_doctree(docname)
         except FileNotFoundError:
             continue
         pages[docname] = f'<div role="main">{_article_html(doctree)}</div>'
+    pages = dict(sorted(pages.items()))
     target = Path(app.outdir) / "_static" / SEARCH_TEXT
     target.write_text("window.BOOK_SEARCH_TEXT = " + json.dumps(pages, ensure_ascii=False) + ";\n",
                       encoding="utf-8")
 
 
 def setup(app: Sphinx) -> dict:
+    app.book_search_text = {}
     app.connect("html-page-context", _search_page_scripts)
     app.connect("html-page-context", _dedupe_scripts, priority=900)  # after every extension added its own
     app.connect("build-finished", _write_search_text)
