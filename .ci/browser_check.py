@@ -394,7 +394,8 @@ def check_page(context, base: str, pg: str, chapter: bool) -> list[str]:
     print(f"{pg}: {m['nMath']} formulas ({len(m['eqs'])} display, {len(wide)} too wide, first number {first}), "
           f"{len(m['figs'])} figures ({smallest}), {m['nWidgets']} widget elements ({m['nState']} views), "
           f"{claims} claims tables, {len(m['overflow']) - scrolls} clipped + {len(m['spill'])} spilling elements "
-          f"({scrolls} scroll with a bar), {len(tab.errors)} page errors; {time.time() - t0:.1f} s "
+          f"({scrolls} scroll with a bar), {len(set(tab.errors))} script/console/request errors; "
+          f"{time.time() - t0:.1f} s "
           f"-> {shot.relative_to(ROOT)}")
     p.close()
     return problems
