@@ -50,7 +50,9 @@ if [ -n "$torch_pin" ] && ! torch_ok; then
   elif reachable "$cpu_index"; then
     echo "setup: no NVIDIA GPU: $torch_pin from PyTorch's CPU index $cpu_index"
     # Only the torch wheel from there; its dependencies come with requirements.txt below.
-    pip_q --no-deps --index-url "$cpu_index" "$torch_pin"
+    if ! .venv/bin/python -m pip install -q --no-deps --index-url "$cpu_index" "$torch_pin" >"$log" 2>&1; then
+      echo "setup: that failed ($(grep -m1 ERROR "$log" || tail -n1 "$log")): $torch_pin from the default index"
+    fi
   else
     echo "setup: no NVIDIA GPU, but $cpu_index cannot be reached: $torch_pin from the default index"
   fi
