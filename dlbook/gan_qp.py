@@ -17,7 +17,7 @@ is a quantity to MINIMISE.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from torch import nn
 
 from . import gan
 from .config import Settings, by_profile, require
-from .gan_runs import ClassifierRecipe, ImageConfig, Method, ToyConfig, ToyJob
+from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
 
 LOG2 = math.log(2.0)
 
@@ -348,6 +348,8 @@ def slope_ratio(T: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, lam: f
 
 # ======================================================================== 3. experiments
 
+_TOY = ToyConfig(eval_every=250, field_n=81)  # evaluations every 250 steps, coarser heat maps
+
 # Q11's comparisons (full): name in the table, and its row (loss, critic updates, critic norm).
 COMPARE = {"wgan-gp": ("WGAN-GP", lambda: Method(gan.WGANGP(10.0, "interp"), 5, "ln")),
            "sgan-sn": ("SGAN-SN", lambda: Method(gan.StandardGAN(), 1, "sn"))}
@@ -361,7 +363,7 @@ class Config(Settings):
     broadcast penalty (Q10) at lambda = 10 for ``ablation_seeds``. Image table: GAN-QP
     (``image_lam``, ``dist``, 2:1) and the methods named in ``compare`` (Q11)."""
 
-    toy: ToyConfig = field(default_factory=lambda: ToyConfig(eval_every=250, field_n=81))
+    toy: ToyConfig = field(default_factory=lambda: _TOY)
     image: ImageConfig = field(default_factory=ImageConfig)
     lams: tuple[float, ...] = (1.0, 10.0, 100.0)  # Q7 (1, 10) and Q8 (100)
     seeds: tuple[int, ...] = (0, 1)
@@ -385,22 +387,13 @@ class Config(Settings):
             raise ValueError(f"Config: unknown comparison {bad}: choose from {sorted(COMPARE)}")
 
 
-_MNIST = dict(data="mnist", img_size=32, fit="pad", n_train=14000, z_dim=64, base=16, max_ch=64, kernel=4,
-              batch=64, lr=2e-4, betas=(0.5, 0.999))
-
 CONFIGS = {
-    "smoke": Config(
-        ToyConfig(steps=40, batch=64, width=32, eval_every=20, n_eval=500, n_show=300, field_n=31, workers=1),
-        ImageConfig(**dict(_MNIST, n_train=None, base=8, max_ch=16, batch=16), steps=4, eval_every=2, n_eval=64,
-                    classifier=ClassifierRecipe(width=8, epochs=2)),
-        lams=(1.0, 10.0), seeds=(0,), fail_seeds=(0,)),
-    "cpu": Config(
-        ToyConfig(eval_every=250, field_n=81),
-        # One thread: on a shared 2-core machine two OpenMP threads made these small convs
-        # much slower (spin-waiting), and one thread is nearly as fast on an idle machine.
-        ImageConfig(**_MNIST, steps=1000, eval_every=200, n_eval=1000, threads=1)),
+    "smoke": Config(_TOY.smoke(), ImageConfig().smoke(), lams=(1.0, 10.0), seeds=(0,), fail_seeds=(0,)),
+    # MNIST 32x32, the book's default image setting (16 to 64 channels). One thread: on a shared
+    # 2-core machine two OpenMP threads made these small convs much slower (spin-waiting).
+    "cpu": Config(_TOY, ImageConfig(threads=1)),
     "full": Config(
-        ToyConfig(eval_every=250, field_n=81, workers=1),
+        replace(_TOY, workers=1),
         # CelebA 64x64, the post's networks at that size; WGAN-GP (5:1) and SGAN-SN (1:1) get the
         # same number of generator steps.
         ImageConfig(data="celeba", img_size=64, fit="resize", n_train=60000, z_dim=128, base=64, max_ch=1024,

@@ -472,6 +472,11 @@ class ToyConfig(Settings):
         if self.data not in gan.TOYS:
             raise ValueError(f"ToyConfig: unknown toy data {self.data!r}: choose one of {', '.join(gan.TOYS)}")
 
+    def smoke(self) -> "ToyConfig":
+        """The same toy with tiny nets for a few steps, in one process: what CI runs."""
+        return replace(self, steps=40, batch=32, width=16, eval_every=20, n_eval=300, n_show=200, field_n=31,
+                       workers=1)
+
 
 @dataclass(frozen=True)
 class ToyJob:
@@ -588,12 +593,16 @@ METRICS = ("classifier", "inception")
 class ImageConfig(Settings):
     """An image experiment: data (``fit``: how images are brought to ``img_size``, 'pad' or
     'resize'), the DCGAN-style pair, the budget (``steps`` generator steps, ``seeds``), and the
-    evaluation (``n_eval`` samples every ``eval_every`` steps, ``metric``)."""
+    evaluation (``n_eval`` samples every ``eval_every`` steps, ``metric``).
+
+    The defaults are the book's MNIST setting: digits padded to 32x32, the first 14,000
+    training images (what every machine has, offline too), so that the classifier-FID of every
+    chapter that keeps them comes from the same classifier and compares across chapters."""
 
     data: str = "mnist"
     img_size: int = 32
     fit: str = "pad"
-    n_train: int | None = None  # None: every training image available
+    n_train: int | None = 14000  # None: every training image available
     z_dim: int = 64
     base: int = 16
     max_ch: int = 64
@@ -616,6 +625,12 @@ class ImageConfig(Settings):
     POSITIVE = ("lr",)
     NONNEG = ("seeds", "checkpoint_every")
     UNIT = ("betas",)
+
+    def smoke(self) -> "ImageConfig":
+        """Tiny nets for a few steps on the bundled sample, one seed: what CI runs to see the
+        pipeline work end to end (its numbers mean nothing)."""
+        return replace(self, n_train=None, base=4, max_ch=8, batch=16, steps=4, eval_every=2, n_eval=64,
+                       seeds=self.seeds[:1], classifier=ClassifierRecipe(width=8, epochs=5), threads=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import gan
 from .config import Settings, by_profile
-from .gan_runs import ClassifierRecipe, ImageConfig, Method, ToyConfig, ToyJob
+from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
 
 # ---------------------------------------------------------------- 1-D W-divergence (float64)
 
@@ -178,18 +178,10 @@ class Config(Settings):
     NONNEG = ("lam", "seeds", "sweep_seeds", "gp_seeds")
 
 
-_MNIST = dict(data="mnist", img_size=32, fit="pad", n_train=14000, z_dim=64, base=8, max_ch=32, kernel=4,
-              batch=64, lr=2e-4, betas=(0.5, 0.999))
-
 CONFIGS = {
-    "smoke": Config(
-        ToyConfig(steps=40, batch=32, width=16, eval_every=20, n_eval=300, n_show=200, field_n=31, workers=1),
-        ImageConfig(**dict(_MNIST, n_train=None, base=4, max_ch=8, batch=16), steps=6, eval_every=3, n_eval=64,
-                    classifier=ClassifierRecipe(width=8, epochs=2)),
-        gp_steps=10, seeds=(0,)),
-    "cpu": Config(
-        ToyConfig(workers=2),
-        ImageConfig(**_MNIST, steps=500, eval_every=100, n_eval=1000, threads=1)),
+    "smoke": Config(ToyConfig().smoke(), ImageConfig().smoke(), gp_steps=10, seeds=(0,)),
+    # MNIST 32x32 (the book's default image setting) with a smaller pair: 8 to 32 channels.
+    "cpu": Config(ToyConfig(workers=2), ImageConfig(base=8, max_ch=32, steps=500, eval_every=100, threads=1)),
     "full": Config(
         ToyConfig(workers=1),
         ImageConfig(data="celeba", img_size=64, fit="resize", n_train=None, z_dim=128, base=64, max_ch=1024,

@@ -286,7 +286,7 @@ def test_classifier_fid_ranks_noise_worse_than_held_out_digits(cache):
 
 def test_inception_metric_falls_back_and_says_so(cache, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_fid", None)  # as on a machine without the package
-    cfg = gr.ImageConfig(n_eval=64, metric="inception", classifier=gr.ClassifierRecipe(width=8, epochs=1))
+    cfg = gr.ImageConfig(n_train=None, n_eval=64, metric="inception", classifier=gr.ClassifierRecipe(width=8, epochs=1))
     with pytest.warns(RuntimeWarning, match="Inception FID unavailable"):
         m = gr.image_metric(cfg, "cpu", progress=False)
     assert isinstance(m, gr.ClassifierFID)
@@ -300,7 +300,7 @@ def test_image_experiment_compares_a_loss_table_over_seeds(cache, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    cfg = gr.ImageConfig(data="mnist", img_size=16, fit="resize", z_dim=8, base=4, max_ch=8, batch=8, steps=4,
+    cfg = gr.ImageConfig(data="mnist", img_size=16, fit="resize", n_train=None, z_dim=8, base=4, max_ch=8, batch=8, steps=4,
                          eval_every=2, n_eval=32, seeds=(0, 1), classifier=gr.ClassifierRecipe(width=8, epochs=1))
     table = {"WGAN-div": (gan.WGANDiv(), 1, "bn"), "WGAN-SN": gr.Method(gan.WGAN(), 2, "sn")}
     res = gr.image_experiment(cfg, table, device="cpu", checkpoint_dir=tmp_path / "ck")
@@ -321,6 +321,15 @@ def test_image_experiment_compares_a_loss_table_over_seeds(cache, tmp_path):
         assert ax.get_ylabel() == "classifier-FID"
     with pytest.raises(ValueError, match="empty"):
         gr.image_experiment(cfg, {})
+
+
+def test_smoke_settings_are_small_versions_of_the_same_experiment():
+    cfg = gr.ImageConfig(seeds=(3, 4), steps=900)
+    small = cfg.smoke()
+    assert (small.data, small.img_size, small.fit, small.z_dim) == (cfg.data, cfg.img_size, cfg.fit, cfg.z_dim)
+    assert small.steps < cfg.steps and small.seeds == (3,) and small.n_train is None
+    toy = gr.ToyConfig(data="25gaussians").smoke()
+    assert toy.data == "25gaussians" and toy.workers == 1 and toy.steps < gr.ToyConfig().steps
 
 
 def test_command_line_writes_a_result(cache, tmp_path):
