@@ -733,8 +733,10 @@ def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageM
 
     key = {"image": {k: v for k, v in asdict(cfg).items() if k != "steps"}, "critic_norm": method.critic_norm,
            "data": data.source}
-    return train_gan(G, T, method.loss, data.sample, loop, seed=seed, device=device, evaluate=evaluate,
-                     snapshot=snapshot, checkpoint=checkpoint, run_key=key, desc=desc)
+    run = train_gan(G, T, method.loss, data.sample, loop, seed=seed, device=device, evaluate=evaluate,
+                    snapshot=snapshot, checkpoint=checkpoint, run_key=key, desc=desc)
+    run.G, run.T = G.cpu(), T.cpu()  # kept for inspection, off the accelerator
+    return run
 
 
 @dataclass
@@ -928,6 +930,7 @@ class ClassifierFID(ImageMetric):
     ``floor`` scores ``n_eval`` held-out real images the classifier never saw."""
 
     name = "classifier-FID"
+    MAX_REFERENCE = 10_000
 
     def __init__(self, data: str, img_size: int, fit: str = "resize", recipe: ClassifierRecipe = ClassifierRecipe(),
                  n_eval: int = 1000, n_train: int | None = None, device=None,
@@ -941,45 +944,45 @@ class ClassifierFID(ImageMetric):
         self.device = torch.device(device) if device is not None else default_device()
         self.data, self.img_size, self.fit, self.recipe = data, img_size, fit, recipe
         train = D.load(data, "train", limit=n_train)
-        conv = lambda a: D.to_float(a, size=img_size, fit=fit, value_range=(-1, 1))  # noqa: E731
+        self._conv = lambda a: D.to_float(a, size=img_size, fit=fit, value_range=(-1, 1))  # uint8 -> [-1, 1]
         n_hold = max(2, int(round(len(train) * recipe.hold_out)))
         if len(train) - n_hold < recipe.batch:
             raise ValueError(f"ClassifierFID: {len(train)} training images leave {len(train) - n_hold} for the "
                              f"classifier, fewer than its batch {recipe.batch}")
-        x_fit, y_fit = conv(train.x[:-n_hold]), torch.as_tensor(train.y[:-n_hold])
+        x_fit, y_fit = train.x[:-n_hold], torch.as_tensor(train.y[:-n_hold])
         held = train.x[-n_hold:]
         self.labelled = len(np.unique(train.y)) > 1
         if "test" in D.info(data).splits:
             test = D.load(data, "test")
-            x_ref, y_ref, ref_name = conv(test.x), torch.as_tensor(test.y), f"{data}/test ({test.source})"
-        else:  # the first half of the held-out part is the reference, the rest gives the floor
-            half = n_hold // 2
-            x_ref, y_ref, ref_name = conv(held[:half]), None, f"{data}/train, held-out records"
-            held = held[half:]
+            x_ref, y_ref, ref_name = test.x, torch.as_tensor(test.y), f"{data}/test ({test.source})"
+        else:  # part of the held-out records is the reference (at most MAX_REFERENCE), the rest gives the floor
+            cut = min(n_hold // 2, self.MAX_REFERENCE)
+            x_ref, y_ref, ref_name = held[:cut], None, f"{data}/train, held-out records"
+            held = held[cut:]
+        channels = int(self._conv(x_fit[:1]).shape[1])
         n_classes = int(y_fit.max()) + 1 if self.labelled else 4
         key = {"arch": FeatureClassifier.ARCH, "recipe": asdict(recipe), "data": data, "source": train.source,
                "n_fit": len(x_fit), "img_size": img_size, "fit": fit, "labelled": self.labelled,
-               "channels": int(x_fit.shape[1]), "n_classes": n_classes}
+               "channels": channels, "n_classes": n_classes}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         root = Path(cache_dir) if cache_dir is not None else D.data_dir()
         self.cache = root / "classifier-fid" / f"{data}-{img_size}-{fit}-{digest}.pt"
-        self.net = self._build(int(x_fit.shape[1]), n_classes)
+        self.net = self._build(channels, n_classes)
         self.cached = self._load(digest)
         if not self.cached:
             self._train(x_fit, y_fit, progress)
             save_checkpoint(self.cache, {"digest": digest, "state": self.net.state_dict()})
         self.net.to(self.device).eval()
-        feats, logits = self._forward(x_ref)
-        target = y_ref if self.labelled else None
+        feats, logits = self._forward(x_ref, uint8=True)
+        target = y_ref
         if target is None:  # rotation task: accuracy on the four rotations of the reference
-            k = torch.arange(len(x_ref)) % 4
-            _, logits = self._forward(_rotate(x_ref, k))
-            target = k
+            target = torch.arange(len(x_ref)) % 4
+            _, logits = self._forward(x_ref, uint8=True, rotations=target)
         self.accuracy = float((logits.argmax(1) == target).double().mean())
         self._reference(feats.numpy())
         self.n_reference, self.reference = len(x_ref), ref_name
         n_floor = min(n_eval, len(held))
-        self.floor = dict(self.score_features(self._forward(conv(held[:n_floor]))[0].numpy()), n=n_floor)
+        self.floor = dict(self.score_features(self._forward(held[:n_floor], uint8=True)[0].numpy()), n=n_floor)
         self.task = "labels" if self.labelled else "rotation prediction"
 
     def _build(self, channels: int, n_classes: int) -> FeatureClassifier:
@@ -1003,7 +1006,8 @@ class ClassifierFID(ImageMetric):
             self.net = self._build(self.net.body[0].in_channels, self.net.out.out_features)
             return False
 
-    def _train(self, x: torch.Tensor, y: torch.Tensor, progress: bool) -> None:
+    def _train(self, x: np.ndarray, y: torch.Tensor, progress: bool) -> None:
+        """``x``: uint8 images, converted a batch at a time (a large set never sits in memory as float)."""
         from tqdm.auto import tqdm
 
         r = self.recipe
@@ -1014,7 +1018,7 @@ class ClassifierFID(ImageMetric):
         g = torch.Generator().manual_seed(stream_seed(r.seed, 77))
         for _ in tqdm(range(steps), desc="feature classifier", disable=not progress, leave=False):
             idx = torch.randint(len(x), (r.batch,), generator=g)
-            xb, yb = x[idx], (y[idx] if self.labelled else None)
+            xb, yb = self._conv(x[idx.numpy()]), (y[idx] if self.labelled else None)
             if r.shift:
                 sh = torch.randint(-r.shift, r.shift + 1, (2,), generator=g)
                 xb = torch.roll(xb, (int(sh[0]), int(sh[1])), (2, 3))
@@ -1029,10 +1033,15 @@ class ClassifierFID(ImageMetric):
         net.eval()
 
     @torch.no_grad()
-    def _forward(self, x: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, x, batch: int = 1000, uint8: bool = False,
+                 rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features float64, logits) on the CPU; ``uint8`` images are converted a batch at a time."""
         f, o = [], []
         for i in range(0, len(x), batch):
-            h = self.net.features(x[i:i + batch].to(self.device).float())
+            xb = self._conv(x[i:i + batch]) if uint8 else x[i:i + batch]
+            if rotations is not None:
+                xb = _rotate(xb, rotations[i:i + batch])
+            h = self.net.features(xb.to(self.device).float())
             f.append(h.double().cpu())
             o.append(self.net.out(h).cpu())
         return torch.cat(f), torch.cat(o)

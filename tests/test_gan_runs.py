@@ -16,7 +16,7 @@ import torch
 
 from dlbook import gan, gan_runs as gr
 from dlbook.config import ConfigError
-from dlbook.train import CheckpointError
+from dlbook.train import CheckpointError, load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +179,7 @@ def test_ganrun_state_round_trip_is_weights_only(tmp_path):
     G, T, d = toy()
     run = gr.train_gan(G, T, gan.WGANDiv(), d.sample, LOOP, device="cpu",
                        snapshot=lambda g, t, s: {"x": np.ones((2, 2)) * s, "field": (np.zeros(2), None)})
-    from dlbook.train import load_checkpoint, save_checkpoint
+    from dlbook.train import save_checkpoint
 
     save_checkpoint(tmp_path / "r.pt", run.state_dict())
     back = gr.GANRun.from_state_dict(load_checkpoint(tmp_path / "r.pt"))
@@ -284,6 +284,24 @@ def test_classifier_fid_ranks_noise_worse_than_held_out_digits(cache):
     assert noise["fd"] > 3 * m.floor["fd"] and noise["kid"] > m.floor["kid"] + 3 * noise["kid_se"]
 
 
+def test_an_unlabelled_set_gets_a_rotation_classifier_and_a_held_out_reference(cache, monkeypatch):
+    from dlbook import data as D
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((600, 16, 16, 3)) * 60).astype(np.uint8)
+    x[:, 2:14, 3:6] = 230  # an upright L: its four rotations differ
+    x[:, 11:14, 3:13] = 230
+    ds = D.Dataset("bars", (), {}, None, "test data", "none", "none", splits=("train",))
+    monkeypatch.setattr(D, "info", lambda name: ds)
+    monkeypatch.setattr(D, "load", lambda name, split, limit=None: D.ArrayData(
+        x[:limit], np.zeros(len(x[:limit]), np.int64), "bars.npz", "bars", split))
+    m = gr.ClassifierFID("bars", 16, "resize", gr.ClassifierRecipe(width=8, epochs=8, shift=0), n_eval=100,
+                         progress=False)
+    assert m.task == "rotation prediction" and m.net.out.out_features == 4
+    assert m.n_reference == 150 and m.floor["n"] == 100  # 300 held out: 150 reference, 150 for the floor
+    assert m.accuracy > 0.9 and m.describe()["task"] == "rotation prediction"
+
+
 def test_inception_metric_falls_back_and_says_so(cache, monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_fid", None)  # as on a machine without the package
     cfg = gr.ImageConfig(n_train=None, n_eval=64, metric="inception", classifier=gr.ClassifierRecipe(width=8, epochs=1))
@@ -382,7 +400,7 @@ def _torchrun(tmp_path, nproc, batch):
 def test_torchrun_two_processes_match_one_process_fed_the_same_global_batches(tmp_path):
     _torchrun(tmp_path, 2, 8)
     _torchrun(tmp_path, 1, 8)
-    r0, r1, one = (torch.load(tmp_path / f"rank{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
+    r0, r1, one = (load_checkpoint(tmp_path / f"rank{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
     for net in ("G", "T"):
         for name, a in r0[net].items():
             assert torch.equal(a, r1[net][name]), f"ranks differ in {net}.{name}"
