@@ -1255,5 +1255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # run the imported module's main, so that chapter modules and this one share classes
+    from dlbook import gan_runs
+
+    raise SystemExit(gan_runs.main())

@@ -352,9 +352,13 @@ def test_smoke_settings_are_small_versions_of_the_same_experiment():
 
 def test_command_line_writes_a_result(cache, tmp_path):
     out = tmp_path / "qp.pt"
-    assert gr.main(["--chapter", "gan_qp", "--profile", "smoke", "--steps", "2", "--out", str(out)]) == 0
+    cmd = [sys.executable, "-m", "dlbook.gan_runs", "--chapter", "gan_qp", "--profile", "smoke", "--steps", "2",
+           "--seeds", "0", "1", "--out", str(out)]
+    p = subprocess.run(cmd, env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "classifier-FID" in p.stdout and "GAN-QP: final" in p.stdout
     res = gr.ImageResult.load(out)
-    assert res.names == ["GAN-QP"] and res.runs[("GAN-QP", 0)].steps == 2
+    assert res.names == ["GAN-QP"] and res.seeds("GAN-QP") == [0, 1] and res.runs[("GAN-QP", 1)].steps == 2
 
 
 # ---------------------------------------------------------------- torchrun
