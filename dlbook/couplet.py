@@ -20,6 +20,7 @@ import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -164,8 +165,9 @@ def prepare(cfg: Config) -> CoupletData:
             raise ValueError(f"val_pairs={cfg.val_pairs} leaves no training pairs (the split holds {len(train)})")
         train, val = train[:-cfg.val_pairs], train[-cfg.val_pairs:]
     vocab = build_vocab((s for ps in (train, val, test) for p in ps for s in p), cfg.min_count)
+    source = tr.source if tr.source == te.source else f"{tr.source}; {te.source}"
     return CoupletData(vocab, train, test, val, encode_buckets(train, vocab), encode_buckets(test, vocab),
-                       encode_buckets(val, vocab), f"{tr.source}; {te.source}",
+                       encode_buckets(val, vocab), source,
                        {"train": len(tr), "test": len(te)})
 
 
@@ -207,6 +209,44 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     """TV(p, q) = 1/2 sum |p - q| of two histograms (normalised here)."""
     p, q = np.asarray(p, float), np.asarray(q, float)
     return 0.5 * float(np.abs(p / p.sum() - q / q.sum()).sum())
+
+
+def format_report() -> dict:
+    """Claim C7 on the files a load would read (the offline copies, a download, or under the
+    smoke profile the bundled sample): lines per file, lines ending with a space, pairs of
+    equal length, and whether every character occurs in the corpus's `vocabs` (when that
+    file is available)."""
+    from .data import SAMPLES, info, resolve
+    from .data.registry import Attempts, prefer_sample, shown
+
+    ds = info("couplet")
+    if prefer_sample():
+        stem = SAMPLES / "couplet" / "clean-test-first1000"
+        files = {"sample upper": Path(f"{stem}.in.txt"), "sample lower": Path(f"{stem}.out.txt")}
+        vocab_path = None
+    else:
+        tries = Attempts()
+        found = {k: resolve(ds, k, tries) for k in ds.files}
+        files = {k.replace("_", " "): v.path for k, v in found.items() if v is not None and k != "vocab_tokens"}
+        vocab_path = found["vocab_tokens"].path if found.get("vocab_tokens") else None
+    out: dict = {"files": {}}
+    texts = {}
+    for k, path in files.items():
+        raw = path.read_text(encoding="utf-8").split("\n")
+        lines = raw[:-1] if raw[-1] == "" else raw
+        texts[k] = lines
+        out["files"][k] = {"file": shown(path), "lines": len(lines),
+                           "trailing_space": sum(l.endswith(" ") for l in lines)}
+    ups = sorted(k for k in texts if k.endswith("upper"))
+    out["pairs"] = sum(len(texts[u]) for u in ups)
+    out["equal_length"] = sum(len(a.split()) == len(b.split())
+                              for u in ups for a, b in zip(texts[u], texts[u.replace("upper", "lower")]))
+    if vocab_path is not None:
+        vocab = set(vocab_path.read_text(encoding="utf-8").split("\n"))
+        chars = {c for lines in texts.values() for l in lines for c in l.split()}
+        out["vocab_tokens"] = len(vocab - {""})
+        out["outside_vocab"] = len(chars - vocab)
+    return out
 
 
 # ----------------------------------------------------------------------------- the model
@@ -683,28 +723,36 @@ def load_model(cfg: Config, vocab_size: int, state: dict, arch: str = "cnn",
     return model.to(torch.device(device) if device is not None else default_device()).eval()
 
 
-def time_per_step(cfg: Config, data: CoupletData, arch: str, steps: int, device: torch.device | str | None = None,
-                  seed: int = 0) -> float:
-    """Seconds per optimiser step on the post's batches (after two warm-up steps)."""
-    torch.manual_seed(seed)
+def step_times(cfg: Config, data: CoupletData, archs: Sequence[str] = ("cnn", "bilstm"), steps: int | None = None,
+               rounds: int = 3, device: torch.device | str | None = None, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per optimiser step on the same length-bucketed batches, for each architecture,
+    measured in `rounds` interleaved rounds of `steps` steps (after two warm-up steps each),
+    so that a change in the machine's load hits every model alike."""
     dev = torch.device(device) if device is not None else default_device()
-    model = make_model(arch, len(data.vocab), cfg).to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    it = iter(BucketBatches(data.train, cfg.batch_size, steps + 2, seed))
-    t0 = 0.0
-    for i, (x, y) in enumerate(it):
-        if i == 2:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        with torch.enable_grad():
-            loss = tagging_nll(model(x.to(dev)), y.to(dev))
-            opt.zero_grad(set_to_none=True)
+    steps = steps or cfg.speed_steps
+    torch.manual_seed(seed)
+    models = {a: make_model(a, len(data.vocab), cfg).to(dev).train() for a in archs}
+    opts = {a: torch.optim.Adam(m.parameters(), lr=cfg.lr) for a, m in models.items()}
+    batches = list(BucketBatches(data.train, cfg.batch_size, steps + 2, seed))
+
+    def run(a: str, part) -> None:
+        for x, y in part:
+            loss = tagging_nll(models[a](x.to(dev)), y.to(dev))
+            opts[a].zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+            opts[a].step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for a in archs:
+        run(a, batches[:2])
+    out: dict[str, list[float]] = {a: [] for a in archs}
+    for _ in range(rounds):
+        for a in archs:
+            t0 = time.perf_counter()
+            run(a, batches[2:])
+            out[a].append((time.perf_counter() - t0) / steps)
+    return out
 
 
 # ----------------------------------------------------------------------------- receptive field
@@ -716,27 +764,107 @@ def influence(model: CNNTagger, ids: torch.Tensor, replacements: int = 4, seed: 
         raise ValueError(f"influence: expected one line of ids, shape (length,), got {tuple(ids.shape)}")
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    base = model.encode(ids[None])[0]
     n = len(ids)
-    out = torch.zeros(n, n)
-    for s in range(n):
-        for _ in range(replacements):
-            alt = ids.clone()
-            new = int(torch.randint(1, model.vocab_size, (1,), generator=g))
-            alt[s] = new if new != int(ids[s]) else (new % (model.vocab_size - 1)) + 1
-            out[s] += (model.encode(alt[None])[0] - base).norm(dim=-1).cpu() / replacements
-    return out
+    alt = ids.repeat(n * replacements, 1)                      # row s * replacements + r changes position s
+    pos = torch.arange(n).repeat_interleave(replacements)
+    new = torch.randint(1, model.vocab_size - 1, (len(alt),), generator=g)
+    new = new + (new >= ids[pos]).long()                       # any id in [1, V) but the original
+    alt[torch.arange(len(alt)), pos] = new
+    dev = next(model.parameters()).device
+    h = model.encode(torch.cat([ids[None], alt]).to(dev))       # one batch: the same kernels for every row
+    delta = (h[1:] - h[:1]).norm(dim=-1).cpu()                   # (n * replacements, n)
+    return delta.view(n, replacements, n).mean(1)
 
 
 def changed_positions(model: nn.Module, ids: torch.Tensor, s: int, new_id: int, tol: float = 1e-6) -> list[int]:
     """Output positions whose logits move by more than `tol` when input s becomes `new_id`."""
     model.eval()
+    alt = ids.clone()
+    alt[s] = new_id
     with torch.no_grad():
-        a = model(ids[None])[0]
-        alt = ids.clone()
-        alt[s] = new_id
-        b = model(alt[None])[0]
+        a, b = model(torch.stack([ids, alt]))  # one batch: the same kernels for both lines
     return [int(t) for t in torch.nonzero((a - b).abs().amax(-1) > tol).flatten()]
+
+
+# ----------------------------------------------------------------------------- figures
+def plot_influence(mats: Sequence[torch.Tensor], line: str, titles: Sequence[str], radii: Sequence[int], ncols: int = 2):
+    """Heat maps of `influence` (rows: the changed position s, columns: the output t), the
+    characters of `line` on both axes, with the analytic band |t - s| <= R outlined."""
+    import matplotlib.pyplot as plt
+
+    n = len(line)
+    rows = -(-len(mats) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(4.6 * ncols, 4.2 * rows), squeeze=False)
+    for ax, m, title, R in zip(axes.flat, mats, titles, radii):
+        v = m.numpy().copy()
+        v[v <= 0] = np.nan  # exactly unchanged: blank
+        im = ax.imshow(np.log10(v), cmap="viridis", origin="upper")
+        for s_ in range(n):  # the band |t - s| <= R
+            lo, hi = max(0, s_ - R), min(n - 1, s_ + R)
+            ax.plot([lo - 0.5, hi + 0.5], [s_ - 0.5, s_ - 0.5], color="w", lw=0.6)
+            ax.plot([lo - 0.5, hi + 0.5], [s_ + 0.5, s_ + 0.5], color="w", lw=0.6)
+        ax.set_xticks(range(n), list(line))
+        ax.set_yticks(range(n), list(line))
+        ax.set_xlabel("output position t")
+        ax.set_ylabel("changed input position s")
+        ax.set_title(title, fontsize=10)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="log10 |change of h_t|")
+    for ax in list(axes.flat)[len(mats):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_training(runs: Sequence[RunResult], lookup_acc: float | None = None):
+    """Left: test cross-entropy and mean training loss per seed; right: per-character test
+    accuracy with the post's mask and the punctuation-exempt mask (and the lookup baseline)."""
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    for k, r in enumerate(runs):
+        lab = k == 0
+        a1.plot(r.steps, [t["ce"] for t in r.test], "o-", color="C0", ms=3, label="test" if lab else None)
+        a1.plot(r.steps[1:], r.train_loss[1:], "s--", color="C1", ms=3, label="training (dropout on)" if lab else None)
+        a2.plot(r.steps, [100 * t["acc_post"] for t in r.test], "o-", color="C3", ms=3,
+                label="post's mask" if lab else None)
+        a2.plot(r.steps, [100 * t["acc_exempt"] for t in r.test], "o-", color="C2", ms=3,
+                label="punctuation exempt" if lab else None)
+    a1.axhline(6.4, color="gray", lw=0.8, ls=":", label="C9 threshold 6.4")
+    if lookup_acc is not None:
+        a2.axhline(100 * lookup_acc, color="k", lw=0.8, ls=":", label="lookup table")
+    a1.set_xlabel("step")
+    a1.set_ylabel("cross-entropy (nats / character)")
+    a2.set_xlabel("step")
+    a2.set_ylabel("character accuracy (%)")
+    a1.legend()
+    a2.legend()
+    fig.suptitle(f"{len(runs)} seed{'s' if len(runs) > 1 else ''}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_candidates(line: str, cands: Sequence[Sequence[tuple[str, float]]]):
+    """The top candidates per position of one answer: bars of their probabilities, each
+    labelled with its character."""
+    import matplotlib.pyplot as plt
+
+    n, k = len(cands), len(cands[0])
+    fig, ax = plt.subplots(figsize=(min(9.6, 1.1 * n + 1.5), 3.2))
+    w = 0.8 / k
+    for j in range(k):
+        xs = np.arange(n) + (j - (k - 1) / 2) * w
+        ps = [c[j][1] for c in cands]
+        ax.bar(xs, ps, width=w, color=f"C{j}", label=f"candidate {j + 1}")
+        for x_, p_, c in zip(xs, ps, cands):
+            ax.text(x_, p_ + 0.01, c[j][0], ha="center", va="bottom", fontsize=11)
+    ax.set_xticks(range(n), [f"{c}\n(t={t + 1})" for t, c in enumerate(line)])
+    ax.set_ylabel("p(y_t = c | x)")
+    ax.set_ylim(0, min(1.0, max(c[0][1] for c in cands) * 1.25 + 0.05))
+    ax.legend(ncol=k, loc="upper right")
+    ax.set_title(f"upper line {line}: the {k} most likely allowed characters per position", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------- fonts and widgets

@@ -8,4 +8,4 @@ from .registry import _Unreachable  # noqa: F401  (tests)
 from .images import (ArrayData, _cifar_rows_to_hwc, _idx_reader, load, read_cifar10_npz,  # noqa: F401
                      read_cifar10_tar, read_idx, to_float)
 from .text import (CharVocab, TextData, contiguous_split, load_text, read_couplet_lines,  # noqa: F401
-                   read_speeches)
+                   read_couplet_sample, read_speeches)

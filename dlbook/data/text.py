@@ -280,6 +280,12 @@ def _couplet_pairs(upper_path: Path, lower_path: Path) -> list[tuple[str, str]]:
     return list(zip(upper, lower))
 
 
+def read_couplet_sample(split: str = "train", folder: Path | None = None) -> list[tuple[str, str]]:
+    """The bundled couplet sample's `split` ("train": its pairs 1-800, "test": 801-1,000),
+    whatever the profile: for checks that must read the same text on every machine."""
+    return _couplet_sample(folder or SAMPLES / "couplet", split)[0]
+
+
 def _couplet_sample(folder: Path, split: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
     from .registry import file_hash
 
@@ -330,7 +336,7 @@ register(Dataset(
     citation="Bin Wang. couplet-dataset: a dataset of Chinese couplets, release 1.0, 2018. "
              "https://github.com/wb14123/couplet-dataset",
     homepage="https://github.com/wb14123/couplet-dataset",
-    sample="couplet",
+    sample="couplet",  # folder of dlbook/data/samples
     splits=("train", "test", "vocab"),
     kind="text",
 ))
