@@ -702,7 +702,7 @@ def train_seeds(cfg: Config, data: CoupletData, seeds: Sequence[int] | None = No
     parallel processes with one thread each (these matrices are too small for two threads
     per process to pay)."""
     from .config import worker_threads
-    from .gan import run_jobs
+    from .train import run_jobs
 
     seeds = list(range(cfg.seeds)) if seeds is None else list(seeds)
     dev = torch.device(device) if device is not None else default_device()

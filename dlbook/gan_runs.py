@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from . import gan
 from .config import Settings, require
-from .train import CheckpointError, History, _plain, load_checkpoint, save_checkpoint
+from .train import CheckpointError, History, _plain, load_checkpoint, run_jobs, save_checkpoint  # noqa: F401
 
 # ======================================================================== seeds and processes
 
@@ -411,24 +411,7 @@ def _resume(ckpt: Path, key: Any, steps: int, dev, G, T, opt_g, opt_t, hist: His
 # ======================================================================== jobs in processes
 
 
-def run_jobs(job: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, desc: str = "runs") -> list:
-    """``[job(i) for i in items]``, in ``workers`` spawned processes when > 1 (small GANs use two
-    cores better as two one-thread processes than as one two-thread process). ``job`` must be
-    a module-level function so that it can be sent to the workers."""
-    from tqdm.auto import tqdm
-
-    require("run_jobs", positive={"workers": workers}, whole=True)
-    if workers <= 1 or len(items) <= 1:
-        return [job(i) for i in tqdm(items, desc=desc)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    out: list = [None] * len(items)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(job, it): i for i, it in enumerate(items)}
-        for f in tqdm(as_completed(futs), total=len(futs), desc=desc):
-            out[futs[f]] = f.result()
-    return out
+# run_jobs: the one process-pool runner lives in dlbook.train (imported above)
 
 
 # ======================================================================== 2-D toys
