@@ -156,7 +156,8 @@ class Config(Settings):
     budgets, evaluation, image seeds). Toy table (W7, W8): WGAN-div (``k``, ``p``) with the
     post's penalty points and with interpolates, and the standard GAN, for ``seeds``; WGAN-GP
     (``lam``, interpolates, ``gp_n_critic``:1 for ``gp_steps`` generator steps) for ``gp_seeds``;
-    WGAN-div with each of the six penalty-point strategies for ``sweep_seeds``, WGAN-GP with each
+    WGAN-div with each of the six penalty-point strategies for ``sweep_seeds`` (``sweep_steps``
+    generator steps; where a main run has the strategy and seed, it serves), WGAN-GP with each
     for ``gp_sweep_seeds``; WGAN-div on the ``extras`` toys. Image table: WGAN-div (2, 6) as the
     post's code computes it (separate critic passes on the real and the fake points), the
     ``grid_kp`` settings (W9) and, with ``compare_gp``, WGAN-GP (W10)."""
@@ -165,6 +166,7 @@ class Config(Settings):
     image: ImageConfig = field(default_factory=ImageConfig)
     gp_steps: int = 4000  # generator steps of WGAN-GP
     gp_n_critic: int = 5
+    sweep_steps: int = 4000  # generator steps of the strategy sweep (W8; the main runs take toy.steps)
     k: float = 2.0
     p: float = 6.0
     lam: float = 10.0
@@ -176,7 +178,7 @@ class Config(Settings):
     grid_kp: tuple[tuple[float, float], ...] = ()  # (k, p) settings for W9 (full)
     compare_gp: bool = False  # W10 (full)
 
-    SIZES = ("gp_steps", "gp_n_critic")
+    SIZES = ("gp_steps", "gp_n_critic", "sweep_steps")
     POSITIVE = ("k", "p")
     NONNEG = ("lam", "seeds", "sweep_seeds", "gp_seeds", "gp_sweep_seeds")
 
@@ -190,13 +192,14 @@ class Config(Settings):
 
 
 CONFIGS = {
-    "smoke": Config(ToyConfig().smoke(), ImageConfig().smoke(), gp_steps=10, seeds=(0,), sweep_seeds=(0,),
-                    gp_seeds=(0,), gp_sweep_seeds=(0,)),
+    "smoke": Config(ToyConfig().smoke(), ImageConfig().smoke(), gp_steps=10, sweep_steps=20, seeds=(0,),
+                    sweep_seeds=(0,), gp_seeds=(0,), gp_sweep_seeds=(0,)),
     # MNIST 32x32, the book's default image setting (16 to 64 channels, as chapter 06), four seeds
-    # side by side in two one-thread processes; the toys in two processes as well.
-    "cpu": Config(ToyConfig(workers=2), ImageConfig(steps=800, eval_every=200, seeds=(0, 1, 2, 3), threads=1,
+    # side by side in two one-thread processes; the toys in two processes as well. The strategy
+    # sweep stops at step 2,500 (the main runs' quality there is its measure) to fit 10 minutes.
+    "cpu": Config(ToyConfig(workers=2), ImageConfig(steps=600, eval_every=200, seeds=(0, 1, 2, 3), threads=1,
                                                     workers=2),
-                  gp_steps=4000, gp_n_critic=1),
+                  gp_steps=4000, gp_n_critic=1, sweep_steps=2500),
     "full": Config(
         ToyConfig(workers=1),
         ImageConfig(data="celeba", img_size=64, fit="resize", n_train=None, z_dim=128, base=64, max_ch=1024,
@@ -219,8 +222,8 @@ def toy_table(cfg: Config) -> list[ToyJob]:
     (data, method, strategy, seed)."""
     d = cfg.toy.data
 
-    def div(st, seed, fields=False, data=d):
-        return ToyJob((data, "wgan-div", st, seed), gan.WGANDiv(cfg.k, cfg.p, st), seed, 1, data=data,
+    def div(st, seed, fields=False, data=d, steps=None):
+        return ToyJob((data, "wgan-div", st, seed), gan.WGANDiv(cfg.k, cfg.p, st), seed, 1, steps, data=data,
                       fields=fields)
 
     def gp(st, seed, fields=False):
@@ -230,10 +233,10 @@ def toy_table(cfg: Config) -> list[ToyJob]:
     s0 = cfg.seeds[0]
     jobs = []
     for seed in cfg.seeds:
-        jobs += [div("pool", seed, True), div("interp", seed, seed == s0),
+        jobs += [div("pool", seed, seed == s0), div("interp", seed),
                  ToyJob((d, "sgan", "-", seed), gan.StandardGAN(), seed, 1, fields=seed == s0)]
     jobs += [gp("interp", seed, seed == s0) for seed in cfg.gp_seeds]
-    jobs += [div(st, seed) for seed in cfg.sweep_seeds for st in gan.STRATEGIES]
+    jobs += [div(st, seed, steps=cfg.sweep_steps) for seed in cfg.sweep_seeds for st in gan.STRATEGIES]
     jobs += [gp(st, seed) for seed in cfg.gp_sweep_seeds for st in gan.STRATEGIES]
     jobs += [div("pool", s0, True, name) for name in cfg.extras]
     unique: dict[tuple, ToyJob] = {}
