@@ -192,7 +192,9 @@ def record(ipynb: Path, profile: str, timeout: int | None = None, allow_dirty: b
     env_log.close()
     tmpdir = tempfile.mkdtemp(prefix="dlbook-record-")
     tmp = Path(tmpdir) / ipynb.name
-    env = {"DLBOOK_PROFILE": profile, "DLBOOK_PROVENANCE_LOG": env_log.name}
+    # Published numbers under cpu/full come from the real data: no silent fallback to a sample.
+    env = {"DLBOOK_PROFILE": profile, "DLBOOK_PROVENANCE_LOG": env_log.name,
+           "DLBOOK_REAL_DATA": "0" if profile == "smoke" else "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .registry import (SAMPLES, Attempts, shown, ChecksumError, DataError, DataFile, Dataset, OfflineWarning,
-                       fewer_than_asked, info, log_provenance, prefer_sample, register, resolve)
+                       fewer_than_asked, info, no_sample_fallback, log_provenance, prefer_sample, register, resolve)
 
 
 @dataclass
@@ -80,6 +80,7 @@ def load(name: str, split: str = "train", limit: int | None = None,
                 raise DataError(
                     f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
                     f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
+            no_sample_fallback(name, split, tries)
             warnings.warn(
                 f"{name}/{split}: the real data is not available ({tries}); using the small sample "
                 f"bundled with dlbook instead ({ds.sample}). Results will differ from the full "

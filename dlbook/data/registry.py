@@ -359,6 +359,16 @@ def prefer_sample() -> bool:
         return False
 
 
+def no_sample_fallback(name: str, split: str, tries) -> None:
+    """Raise when the run may not fall back to a bundled sample: the record step sets
+    ``DLBOOK_REAL_DATA=1`` for the cpu and full profiles, whose published numbers must come
+    from the real data, not from a few hundred bundled images."""
+    if os.environ.get("DLBOOK_REAL_DATA") == "1":
+        raise DataError(f"{name}/{split}: no usable copy of the real data ({tries}), and a recording under "
+                        f"this profile may not use the bundled sample. Connect to the network, or point "
+                        f"$DLBOOK_MIRROR at an offline copy, or put the files in $DLBOOK_DATA/{name}.")
+
+
 def fewer_than_asked(name: str, split: str, have: int, limit: int | None, where: str) -> None:
     """Say once that a copy holds fewer records than asked (the run goes on with them)."""
     if limit is not None and have < limit:

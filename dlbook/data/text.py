@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import warnings
 
 from .registry import (GIT_BLOB, SAMPLES, Attempts, DataError, DataFile, Dataset, OfflineWarning,
-                       fewer_than_asked, info, log_provenance, prefer_sample, register, resolve, shown)
+                       fewer_than_asked, info, no_sample_fallback, log_provenance, prefer_sample, register, resolve, shown)
 
 SPLITS = ("train", "validation", "test")
 
@@ -72,6 +72,7 @@ def load_text(name: str, split: str = "train", limit: int | None = None,
             if not use_sample:
                 raise DataError(f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
                                 f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
+            no_sample_fallback(name, split, tries)
             warnings.warn(
                 f"{name}/{split}: the real data is not available ({tries}); using the small sample bundled "
                 f"with dlbook instead ({ds.sample}). Results will differ from the full dataset. To use the "
