@@ -565,7 +565,7 @@ class Config(Settings):
     # E3: momentum SGD against Adam, each at its best rate on the validation split, cosine decay
     tune_epochs: int = 20
     tune_momentum_lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    tune_adam_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    tune_adam_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
     # E4: plain SGD at these rates, each run stopped at the same full-batch training loss
     sgd_lrs: tuple[float, ...] = (0.02, 0.05, 0.1)
     equal_loss_target: float = 0.2
