@@ -101,7 +101,7 @@ CONFIGS = {
     # a few minutes on two CPU cores: 10,000 images of the offline 14,000-image subset, short
     # schedules; ten seeds for the gain of the small VIB weight
     "cpu": Config(n_train=10000, n_test=2000, epochs=10, wide_runs=((1.0, 30), (4.0, 15)),
-                  vib_epochs=8, vib_seeds=3, vib_gain_seeds=10, vdb_epochs=8, vdb_alpha=5e-3, threads=1),
+                  vib_epochs=8, vib_seeds=3, vib_gain_seeds=10, vdb_epochs=12, vdb_alpha=5e-3, threads=1),
     # one GPU, the whole of MNIST; the VIB part follows Alemi et al. (ICLR 2017)
     "full": Config(n_train=60000, n_test=10000, latent=16, epochs=50,
                    betas=(0.0, 0.03, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
