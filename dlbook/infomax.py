@@ -58,9 +58,9 @@ class Config(Settings):
     # optimisation
     batch_size: int = 64
     lr: float = 1e-3
-    epochs: int = 20       # the post's recipe (one view); two views: epochs // 2 (equal encoder passes)
+    epochs: int = 16       # the post's recipe (one view); two views: epochs // 2 (equal encoder passes)
     seeds: int = 3         # every training run is repeated with seeds seed, seed + 1, ...
-    sweep_epochs: int = 4  # length of the extra runs; the main run is also evaluated at this epoch
+    sweep_epochs: int = 3  # length of the extra runs; the main run is also evaluated at this epoch
     knn_every: int = 4     # k-NN accuracy tracked every this many epochs' worth of encoder passes
     # random views (eq-01-views): crop area fraction, colour jitter strength, greyscale probability
     view_scale: tuple[float, float] = (0.35, 1.0)
@@ -703,20 +703,18 @@ def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndar
     return out.numpy()
 
 
-PIXEL_KINDS = ("raw", "centred", "standardised")
+PIXEL_KINDS = ("raw", "centred")
 
 
 def pixel_features(x_uint8: np.ndarray, kind: str = "raw") -> np.ndarray:
-    """Raw pixels as features, flattened: `raw` (in [-0.5, 0.5] as the encoder sees them),
-    `centred` (each image minus its own mean, per channel) or `standardised` (centred, then
-    divided by the image's own standard deviation)."""
+    """Raw pixels as features, flattened: `raw` (in [-0.5, 0.5] as the encoder sees them) or
+    `centred` (each image minus its own mean over all pixels and channels: brightness removed,
+    colour kept). Dividing by the image's own spread as well changes no cosine neighbour."""
     if kind not in PIXEL_KINDS:
         raise ValueError(f"unknown pixel preprocessing {kind!r}; choose one of {PIXEL_KINDS}")
     x = images_to_input(x_uint8).numpy().astype(np.float64)
-    if kind != "raw":
-        x = x - x.mean(axis=(2, 3), keepdims=True)
-    if kind == "standardised":
-        x = x / np.maximum(x.std(axis=(1, 2, 3), keepdims=True), 1e-6)
+    if kind == "centred":
+        x = x - x.mean(axis=(1, 2, 3), keepdims=True)
     return x.reshape(len(x), -1).astype(np.float32)
 
 
