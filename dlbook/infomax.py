@@ -78,10 +78,14 @@ class Config(Settings):
     fn_trials: int = 2000
     knn_k: int = 10
     slider_queries: int = 12
+    # CPU threads for torch, passed to dlbook.config.threads (None: $DLBOOK_THREADS, else every
+    # core); the smoke profile's tiny model runs faster on one
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         where = "infomax.Config"
+        require(where, positive={"threads": self.threads}, whole=True)
         require(where, positive={"per_batch": self.per_batch, "fn_batches": self.fn_batches}, whole=True)
         require(where, positive={"view_scale": self.view_scale})
         require(where, unit={"view_scale": self.view_scale, "toy_rhos": self.toy_rhos + self.toy_claim_rhos})
@@ -109,7 +113,7 @@ CONFIGS = {
     "smoke": Config(per_batch=50, n_test=100, width=0.125, z_dim=16, critic_width=32, batch_size=32,
                     epochs=2, seeds=2, sweep_epochs=1, knn_every=2, sweep=((0.0, "post"),),
                     toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
-                    fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2),
+                    fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2, threads=1),
     # the offline subset: 4 500 training images (the first 900 of each batch), 900 test images
     "cpu": Config(),
     # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
