@@ -34,10 +34,11 @@ LOG2 = math.log(2.0)
 @dataclass(frozen=True)
 class Config(Settings):
     """One profile of chapter 01. The post's recipe trains `epochs` epochs per seed; the
-    two-view run trains `epochs // 2` epochs on two views of each image, so that both runs make
-    the same number of encoder passes (images through the encoder)."""
+    two-view run trains `view_epochs` epochs on two views of each image, and is compared with
+    the post's recipe after `2 * view_epochs` epochs (a snapshot of the same runs): the same
+    number of encoder passes (images through the encoder)."""
 
-    SIZES = ("n_test", "z_dim", "critic_width", "batch_size", "epochs", "seeds", "sweep_epochs",
+    SIZES = ("n_test", "z_dim", "critic_width", "batch_size", "epochs", "view_epochs", "seeds", "sweep_epochs",
              "knn_every", "toy_n", "toy_steps", "toy_batch", "fn_trials", "knn_k", "slider_queries")
     POSITIVE = ("width", "lr")
     NONNEG = ("alpha", "beta", "gamma", "view_jitter")
@@ -58,10 +59,11 @@ class Config(Settings):
     # optimisation
     batch_size: int = 64
     lr: float = 1e-3
-    epochs: int = 16       # the post's recipe (one view); two views: epochs // 2 (equal encoder passes)
+    epochs: int = 30       # the post's recipe (one view)
+    view_epochs: int = 8   # two views; compared with the post's recipe at 2 x view_epochs (equal passes)
     seeds: int = 3         # every training run is repeated with seeds seed, seed + 1, ...
     sweep_epochs: int = 3  # length of the extra runs; the main run is also evaluated at this epoch
-    knn_every: int = 4     # k-NN accuracy tracked every this many epochs' worth of encoder passes
+    knn_every: int = 8     # k-NN accuracy tracked every this many epochs' worth of encoder passes
     # random views (eq-01-views): crop area fraction, colour jitter strength, greyscale probability
     view_scale: tuple[float, float] = (0.35, 1.0)
     view_jitter: float = 0.4
@@ -77,7 +79,7 @@ class Config(Settings):
     fn_batches: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
     fn_trials: int = 2000
     knn_k: int = 10
-    slider_queries: int = 12
+    slider_queries: int = 8
     # CPU threads for torch, passed to dlbook.config.threads (None: $DLBOOK_THREADS, else every
     # core); the smoke profile's tiny model runs faster on one
     threads: int | None = None
@@ -89,10 +91,10 @@ class Config(Settings):
         require(where, positive={"per_batch": self.per_batch, "fn_batches": self.fn_batches}, whole=True)
         require(where, positive={"view_scale": self.view_scale})
         require(where, unit={"view_scale": self.view_scale, "toy_rhos": self.toy_rhos + self.toy_claim_rhos})
-        if self.epochs % 2 or self.knn_every % 2:
-            raise ConfigError(f"{where}: epochs ({self.epochs}) and knn_every ({self.knn_every}) must be even, "
-                              "so that the two-view run (half the epochs, two views) makes as many encoder "
-                              "passes as the post's recipe")
+        if 2 * self.view_epochs > self.epochs or self.knn_every % 2:
+            raise ConfigError(f"{where}: the post's recipe ({self.epochs} epochs) must run at least 2 x view_epochs "
+                              f"({2 * self.view_epochs}), the encoder passes of the two-view run, and knn_every "
+                              f"({self.knn_every}) must be even")
         if max(self.toy_rhos + self.toy_claim_rhos) >= 1:
             raise ConfigError(f"{where}: toy correlations must be < 1 (the mutual information is infinite at 1)")
         for g, gi in self.sweep:
@@ -101,9 +103,9 @@ class Config(Settings):
                 raise ConfigError(f"{where}: sweep global input {gi!r}: choose one of {GLOBAL_INPUTS}")
 
     @property
-    def view_epochs(self) -> int:
-        """Epochs of the two-view run: half of `epochs`, the same number of encoder passes."""
-        return self.epochs // 2
+    def equal_pass_epochs(self) -> int:
+        """Epochs of the post's recipe with the encoder passes of the two-view run."""
+        return 2 * self.view_epochs
 
 
 GLOBAL_INPUTS = ("post", "paper")
@@ -111,7 +113,7 @@ GLOBAL_INPUTS = ("post", "paper")
 CONFIGS = {
     # the bundled sample: 250 training images (the first 50 of each batch), 100 test images
     "smoke": Config(per_batch=50, n_test=100, width=0.125, z_dim=16, critic_width=32, batch_size=32,
-                    epochs=2, seeds=2, sweep_epochs=1, knn_every=2, sweep=((0.0, "post"),),
+                    epochs=2, view_epochs=1, seeds=2, sweep_epochs=1, knn_every=2, sweep=((0.0, "post"),),
                     toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
                     fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2, threads=1),
     # the offline subset: 4 500 training images (the first 900 of each batch), 900 test images
@@ -119,7 +121,7 @@ CONFIGS = {
     # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
     # (the two-view run: 25 epochs, the same encoder passes); one seed fits the GPU budget
     "full": Config(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
-                   epochs=50, seeds=1, sweep_epochs=10, knn_every=10, toy_steps=4000),
+                   epochs=50, view_epochs=25, seeds=1, sweep_epochs=10, knn_every=10, toy_steps=4000),
 }
 
 
@@ -648,15 +650,15 @@ def seeds_of(cfg: Config, seed: int = 0) -> list[int]:
 def train_seeds(cfg: Config, x_train: torch.Tensor, views: int = 1, seed: int = 0,
                 progress: bool = True) -> list[InfomaxRun]:
     """Experiments 3 and 6: the post's recipe (views=1, `cfg.epochs` epochs) or the two-view
-    run (views=2, `cfg.view_epochs` epochs: the same encoder passes) once per seed, with encoder
-    snapshots every `cfg.knn_every` epochs' worth of encoder passes (and, for the post's recipe,
-    at `cfg.sweep_epochs`)."""
+    run (views=2, `cfg.view_epochs` epochs) once per seed, with encoder snapshots every
+    `cfg.knn_every` epochs' worth of encoder passes and at the last epoch (and, for the post's
+    recipe, at `cfg.sweep_epochs` and at `cfg.equal_pass_epochs`, the two-view run's passes)."""
     if views not in (1, 2):
         raise ValueError(f"train_seeds: views must be 1 or 2, got {views!r}")
     epochs = cfg.epochs if views == 1 else cfg.view_epochs
-    snap = set(range(cfg.knn_every // views, epochs + 1, cfg.knn_every // views))
+    snap = set(range(cfg.knn_every // views, epochs + 1, cfg.knn_every // views)) | {epochs}
     if views == 1:
-        snap.add(cfg.sweep_epochs)
+        snap |= {cfg.sweep_epochs, cfg.equal_pass_epochs}
     return [train_infomax(cfg, x_train, epochs=epochs, snapshot_epochs=sorted(snap), seed=s, views=views,
                           progress=progress) for s in seeds_of(cfg, seed)]
 

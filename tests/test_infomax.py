@@ -230,7 +230,8 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(seeds=0), dict(gamma=-1.0),
-                                 dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=3),
+                                 dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=15),
+                                 dict(knn_every=3), dict(view_epochs=0),
                                  dict(toy_rhos=(0.5, 1.0)), dict(sweep=((0.0, "both"),))])
 def test_config_refuses_bad_settings(bad):
     with pytest.raises(ConfigError):
@@ -238,13 +239,15 @@ def test_config_refuses_bad_settings(bad):
 
 
 def test_equal_encoder_passes():
-    cfg = im.config("cpu")
-    assert cfg.view_epochs * 2 == cfg.epochs and im.config("full").view_epochs * 2 == im.config("full").epochs
+    for p in ("smoke", "cpu", "full"):
+        cfg = im.config(p)
+        assert cfg.equal_pass_epochs == 2 * cfg.view_epochs <= cfg.epochs
+    assert im.config("full").equal_pass_epochs == im.config("full").epochs == 50
 
 
 # ------------------------------------------------------------------ training
 def test_short_training_run_moves_the_loss_down():
-    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, epochs=4, lr=3e-3)
+    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, epochs=4, view_epochs=2, lr=3e-3)
     torch.manual_seed(0)
     x = torch.rand(64, 3, 32, 32) - 0.5
     run = im.train_infomax(cfg, x, snapshot_epochs=(2,), progress=False)
@@ -265,8 +268,8 @@ def test_two_view_training_and_knn_by_epoch():
     rng = np.random.default_rng(0)
     data = im.CifarData(rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
                         rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
-    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3, epochs=4, knn_every=2,
-                    sweep_epochs=2, seeds=2)
+    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3, epochs=4, view_epochs=2,
+                    knn_every=2, sweep_epochs=2, seeds=2)
     runs = im.train_seeds(cfg, im.images_to_input(data.x_train), views=2, progress=False)
     run = runs[0]
     assert [r.seed for r in runs] == [0, 1] and run.views == 2 and run.name.endswith("two views")
