@@ -863,7 +863,9 @@ def retrieval_figure(images: np.ndarray, labels: np.ndarray, rows: Sequence[Sequ
     h, w = images.shape[1:3]
     pad = 2
     left = 1.5 if row_names else 0.7
-    fig, axes = plt.subplots(len(rows), 1, figsize=(left + tile * k, 0.25 + tile * 1.25 * len(rows)), squeeze=False)
+    head = 0.45 if title else 0.2   # inches above the first row: the title and the first row's labels
+    height = head + tile * 1.3 * len(rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(left + tile * k, height), squeeze=False)
     for ax, row, r in zip(axes[:, 0], rows, range(len(rows))):
         ax.imshow(make_grid(images[row], nrow=k, padding=pad), interpolation="nearest")
         ax.set_axis_off()
@@ -876,8 +878,8 @@ def retrieval_figure(images: np.ndarray, labels: np.ndarray, rows: Sequence[Sequ
         text = (row_names[r] + "\n" if row_names else "") + f"{same:.0%} same"
         ax.text(-3, pad + h / 2, text, ha="right", va="center", fontsize=8, clip_on=False)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=left / (left + tile * k), right=0.99, top=0.93 if title else 0.97, bottom=0.01,
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
+    fig.subplots_adjust(left=left / (left + tile * k), right=0.99, top=1 - head / height, bottom=0.01,
                         hspace=0.35)
     return fig
 
