@@ -230,7 +230,7 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(seeds=0), dict(gamma=-1.0),
-                                 dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=15),
+                                 dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=10),
                                  dict(knn_every=3), dict(view_epochs=0),
                                  dict(toy_rhos=(0.5, 1.0)), dict(sweep=((0.0, "both"),))])
 def test_config_refuses_bad_settings(bad):
