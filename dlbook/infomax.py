@@ -1,9 +1,12 @@
 """Chapter 01: Deep INFOMAX with an analytic KL prior.
 
-Discrete and Gaussian identities for the derivation checks, the convolutional encoder, the
-global and local critics, the three-term loss (on the images, or on two random views of
-each), per-profile settings and one entry point per experiment (Gaussian toy, false negatives
-of in-batch shuffling, CIFAR-10 training, feature evaluation, retrieval figures). Equation labels refer to notebooks/01_infomax.md.
+Discrete identities for the derivation checks, the convolutional encoder, the global and local
+critics, the three-term loss (on the images, or on two random views of each), per-profile
+settings and one entry point per experiment (Gaussian toy, false negatives of in-batch
+shuffling, CIFAR-10 training over several seeds, feature evaluation against the strongest simple
+pixel baseline, retrieval figures). The Gaussian pieces (KL, reparameterisation, the
+linear-Gaussian channel, code statistics) live in `dlbook.gaussian`. Equation labels refer to
+notebooks/01_infomax.md.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import metrics
-from .config import by_profile
+from .config import ConfigError, Settings, by_profile, require
 from .config import device as default_device
 from .data import load
+from .gaussian import code_statistics, gaussian_kl, reparameterise
 from .train import ArrayLoader, History, Trainer
 
 LOG2 = math.log(2.0)
@@ -28,9 +32,20 @@ LOG2 = math.log(2.0)
 
 # =============================================================== per-profile settings
 @dataclass(frozen=True)
-class InfomaxConfig:
+class Config(Settings):
+    """One profile of chapter 01. The post's recipe trains `epochs` epochs per seed; the
+    two-view run trains `view_epochs` epochs on two views of each image, and is compared with
+    the post's recipe after `2 * view_epochs` epochs (a snapshot of the same runs): the same
+    number of encoder passes (images through the encoder)."""
+
+    SIZES = ("n_test", "z_dim", "critic_width", "batch_size", "epochs", "view_epochs", "seeds", "sweep_epochs",
+             "knn_every", "toy_n", "toy_steps", "toy_batch", "fn_trials", "knn_k", "slider_queries")
+    POSITIVE = ("width", "lr")
+    NONNEG = ("alpha", "beta", "gamma", "view_jitter")
+    UNIT = ("view_gray",)
+
     # data: CIFAR-10; `per_batch` images from the start of each of the 5 training batches
-    # (None = all 50 000) and the first `n_test` test images
+    # (None = all 50 000) and the first `n_test` test images (every test image of the source)
     per_batch: int | None = 900
     n_test: int = 900
     # encoder: channel widths of the post (64, 128, 256, 256, 256) times `width`
@@ -44,47 +59,76 @@ class InfomaxConfig:
     # optimisation
     batch_size: int = 64
     lr: float = 1e-3
-    epochs: int = 30       # the post's recipe (one view)
-    view_epochs: int = 60  # the two-view run (eq-01-views)
-    sweep_epochs: int = 4  # length of the extra runs; the main run is also evaluated at this epoch
-    knn_every: int = 10    # k-NN accuracy of both long runs is tracked every this many epochs
+    epochs: int = 24       # the post's recipe (one view)
+    view_epochs: int = 6   # two views; compared with the post's recipe at 2 x view_epochs (equal passes)
+    seeds: int = 3         # every training run is repeated with seeds seed, seed + 1, ...
+    sweep_epochs: int = 3  # length of the extra runs; the main run is also evaluated at this epoch
+    knn_every: int = 6     # k-NN accuracy tracked every this many epochs' worth of encoder passes
     # random views (eq-01-views): crop area fraction, colour jitter strength, greyscale probability
     view_scale: tuple[float, float] = (0.35, 1.0)
     view_jitter: float = 0.4
     view_gray: float = 0.2
-    # gamma sweep (C8, C9) and extra runs for the dropdown: (alpha, beta, gamma, global input)
-    sweep: tuple[tuple[float, float, float, str], ...] = (
-        (0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"), (0.5, 1.5, 0.01, "paper"),
-        (0.0, 1.5, 0.01, "post"))
+    # the extra runs, each with every seed: (gamma, global critic input) with the post's alpha, beta;
+    # (0.01, "paper") adds the paper's global critic at the same length (G1-train)
+    sweep: tuple[tuple[float, str], ...] = ((0.0, "post"), (1.0, "post"))
     # Gaussian toy (MLP critic) and false-negative simulation
     toy_n: int = 20_000
-    toy_rhos: tuple[float, ...] = (0.0, 0.2, 0.5, 0.65, 0.8, 0.9, 0.95)
+    toy_rhos: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)  # the sweep (seed 0 only)
+    toy_claim_rhos: tuple[float, ...] = (0.5, 0.8, 0.95)      # C5: every seed
     toy_steps: int = 1500
     toy_batch: int = 512
     fn_batches: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
     fn_trials: int = 2000
     knn_k: int = 10
-    slider_queries: int = 12
+    slider_queries: int = 8
+    # CPU threads for torch, passed to dlbook.config.threads (None: $DLBOOK_THREADS, else every
+    # core); the smoke profile's tiny model runs faster on one
+    threads: int | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = "infomax.Config"
+        require(where, positive={"threads": self.threads}, whole=True)
+        require(where, positive={"per_batch": self.per_batch, "fn_batches": self.fn_batches}, whole=True)
+        require(where, positive={"view_scale": self.view_scale})
+        require(where, unit={"view_scale": self.view_scale, "toy_rhos": self.toy_rhos + self.toy_claim_rhos})
+        if 2 * self.view_epochs > self.epochs or self.knn_every % 2:
+            raise ConfigError(f"{where}: the post's recipe ({self.epochs} epochs) must run at least 2 x view_epochs "
+                              f"({2 * self.view_epochs}), the encoder passes of the two-view run, and knn_every "
+                              f"({self.knn_every}) must be even")
+        if max(self.toy_rhos + self.toy_claim_rhos) >= 1:
+            raise ConfigError(f"{where}: toy correlations must be < 1 (the mutual information is infinite at 1)")
+        for g, gi in self.sweep:
+            require(where, nonneg={"sweep gamma": g})
+            if gi not in GLOBAL_INPUTS:
+                raise ConfigError(f"{where}: sweep global input {gi!r}: choose one of {GLOBAL_INPUTS}")
+
+    @property
+    def equal_pass_epochs(self) -> int:
+        """Epochs of the post's recipe with the encoder passes of the two-view run."""
+        return 2 * self.view_epochs
+
+
+GLOBAL_INPUTS = ("post", "paper")
 
 CONFIGS = {
-    "smoke": InfomaxConfig(per_batch=40, n_test=100, width=0.125, z_dim=16, critic_width=32,
-                           batch_size=32, epochs=1, view_epochs=1, sweep_epochs=1, knn_every=1,
-                           sweep=((0.5, 1.5, 0.0, "post"),),
-                           toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
-                           fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2),
-    "cpu": InfomaxConfig(),
-    # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs;
-    # the two-view run gets 25 epochs, the same number of encoder passes (two views per image)
-    "full": InfomaxConfig(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
-                          epochs=50, view_epochs=25, sweep_epochs=10, toy_steps=4000,
-                          sweep=((0.5, 1.5, 0.0, "post"), (0.5, 1.5, 1.0, "post"),
-                                 (0.5, 1.5, 0.01, "paper"), (0.0, 1.5, 0.01, "post"),
-                                 (0.5, 0.0, 0.01, "post"))),
+    # the bundled sample: 250 training images (the first 50 of each batch), 100 test images
+    "smoke": Config(per_batch=50, n_test=100, width=0.125, z_dim=16, critic_width=32, batch_size=32,
+                    epochs=2, view_epochs=1, seeds=2, sweep_epochs=1, knn_every=2, sweep=((0.0, "post"),),
+                    toy_n=2000, toy_rhos=(0.0, 0.5, 0.9), toy_steps=60, toy_batch=256,
+                    fn_batches=(2, 8, 64), fn_trials=200, slider_queries=2, threads=1),
+    # the offline subset: 4 500 training images (the first 900 of each batch), 900 test images
+    "cpu": Config(),
+    # the post's CIFAR-10 script: full widths, 256-d code, critics 256 wide, batch 64, 50 epochs
+    # (the two-view run: 25 epochs, the same encoder passes); one seed fits the GPU budget
+    "full": Config(per_batch=None, n_test=10_000, width=1.0, z_dim=256, critic_width=256,
+                   epochs=50, view_epochs=25, seeds=1, sweep_epochs=10, knn_every=10, toy_steps=4000,
+                   sweep=((0.0, "post"), (1.0, "post"), (0.01, "paper"))),
 }
 
 
-def get_config(profile: str | None = None) -> InfomaxConfig:
+def config(profile: str | None = None) -> Config:
+    """The settings of `profile` (None: the resolved profile)."""
     return by_profile(CONFIGS, profile)
 
 
@@ -99,6 +143,8 @@ def _check_prob(p: np.ndarray, axis: int = -1) -> np.ndarray:
 def kl_discrete(p, q) -> float:
     """KL(p || q) in nats for discrete distributions, with 0 log 0 = 0."""
     p, q = _check_prob(p), _check_prob(q)
+    if p.shape != q.shape:
+        raise ValueError(f"kl_discrete: p {p.shape} and q {q.shape} must have the same shape")
     m = p > 0
     return float(np.sum(p[m] * np.log(p[m] / q[m])))
 
@@ -130,6 +176,8 @@ def js_divergence(p, q) -> float:
 def js_divergence_batch(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Row-wise JS of two (N, K) stacks of distributions, vectorised  (eq-01-js)."""
     p, q = _check_prob(p), _check_prob(q)
+    if p.shape != q.shape:
+        raise ValueError(f"js_divergence_batch: p {p.shape} and q {q.shape} must have the same shape")
     m = 0.5 * (p + q)
     with np.errstate(divide="ignore", invalid="ignore"):
         kp = np.where(p > 0, p * np.log(p / m), 0.0).sum(-1)
@@ -140,43 +188,26 @@ def js_divergence_batch(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def bce_objective(p, q, t) -> float:
     """E_P log sigma(T) + E_Q log(1 - sigma(T)) for a discrete critic vector t  (eq-01-bce-objective)."""
     p, q, t = _check_prob(p), _check_prob(q), np.asarray(t, dtype=np.float64)
+    if not p.shape == q.shape == t.shape:
+        raise ValueError(f"bce_objective: p {p.shape}, q {q.shape} and t {t.shape} must have the same shape")
     log_sig = -np.logaddexp(0.0, -t)      # log sigma(t)
     log_1m = -np.logaddexp(0.0, t)        # log(1 - sigma(t))
     return float(np.sum(p * log_sig) + np.sum(q * log_1m))
 
 
-# =============================================================== Gaussian formulas (C1, C2, C5)
-def gaussian_kl_np(mu, logvar) -> float:
-    """KL(N(mu, diag e^logvar) || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - log sigma^2 - 1)  (eq-01-kl-gauss)."""
-    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
-    return float(0.5 * np.sum(mu ** 2 + np.exp(logvar) - logvar - 1.0))
-
-
-def gaussian_kl_mc(mu, logvar, n: int = 1_000_000, seed: int = 0) -> float:
-    """Monte-Carlo estimate of the same KL: E_p[log p(z) - log q(z)]."""
-    rng = np.random.default_rng(seed)
-    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
-    eps = rng.standard_normal((n, len(mu)))
-    z = mu + np.exp(0.5 * logvar) * eps
-    log_p = -0.5 * np.sum(eps ** 2 + logvar + math.log(2 * math.pi), axis=1)
-    log_q = -0.5 * np.sum(z ** 2 + math.log(2 * math.pi), axis=1)
-    return float(np.mean(log_p - log_q))
-
-
-def linear_gaussian_terms(a: float, s: float) -> dict[str, float]:
-    """x ~ N(0,1), z|x ~ N(a x, s^2), q = N(0,1): closed forms of I, KL(p(z)||q), E_x KL(p(z|x)||q)."""
-    return {"mi": 0.5 * math.log(1 + a * a / (s * s)),
-            "kl_agg": 0.5 * (a * a + s * s - 1 - math.log(a * a + s * s)),
-            "E_kl": 0.5 * (a * a + s * s - 1 - math.log(s * s))}
-
-
+# =============================================================== the Gaussian toy (C5)
 def gaussian_mi(rho: float) -> float:
     """I(X;Z) for a bivariate standard normal with correlation rho: -1/2 log(1 - rho^2)."""
+    if not -1 < rho < 1:
+        raise ValueError(f"gaussian_mi: the correlation must be in (-1, 1), got {rho}")
     return -0.5 * math.log(1.0 - rho * rho) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def correlated_pairs(rho: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, z = rho x + sqrt(1-rho^2) eps, and z shuffled (negatives)."""
+    require("correlated_pairs", positive={"n": n}, whole=True)
+    if not -1 < rho < 1:
+        raise ValueError(f"correlated_pairs: the correlation must be in (-1, 1), got {rho}")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(n)
     z = rho * x + math.sqrt(1 - rho * rho) * rng.standard_normal(n)
@@ -191,6 +222,7 @@ def fit_quadratic_critic(x, z, z_neg, iters: int = 50) -> dict[str, float]:
     """Logistic critic T = w . (1, x^2, z^2, xz) fitted by Newton's method on the balanced
     BCE (joint pairs vs shuffled pairs); this family contains the true log density ratio.
     Returns the plug-in MI estimate E_joint[T] and the maximised objective (eq-01-bce-objective)."""
+    require("fit_quadratic_critic", positive={"iters": iters}, whole=True)
     f_pos, f_neg = _quad_features(x, z), _quad_features(x, z_neg)
     feats = np.concatenate([f_pos, f_neg])
     lab = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
@@ -213,6 +245,7 @@ class MLPCritic2D(nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
+        require("MLPCritic2D", positive={"width": width}, whole=True)
         self.net = nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                                  nn.Linear(width, 1))
 
@@ -223,6 +256,8 @@ class MLPCritic2D(nn.Module):
 def fit_mlp_critic(x, z, z_neg, steps: int = 1500, batch: int = 512, lr: float = 3e-3,
                    seed: int = 0) -> dict:
     """Train the MLP critic with the BCE of (eq-01-bce) by Adam; plug-in MI = E_joint[T]."""
+    require("fit_mlp_critic", positive={"steps": steps, "batch": batch}, whole=True)
+    require("fit_mlp_critic", positive={"lr": lr})
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     crit = MLPCritic2D()
@@ -245,15 +280,19 @@ def fit_mlp_critic(x, z, z_neg, steps: int = 1500, batch: int = 512, lr: float =
 def gaussian_toy(rhos: Sequence[float], n: int = 20_000, steps: int = 1500, batch: int = 512,
                  seed: int = 0, progress: bool = True) -> dict:
     """Experiment 1: for each correlation, the true MI, the quadratic and MLP critics'
-    plug-in estimates, and their maximised objectives (2 JS - 2 log 2)."""
+    plug-in estimates, and their maximised objectives (2 JS - 2 log 2). The k-th correlation
+    draws its data and initialises its critic with 1000 seed + k, so that runs with different
+    seeds share no draws."""
     from tqdm.auto import tqdm
+
+    require("gaussian_toy", positive={"n": n, "steps": steps, "batch": batch}, whole=True)
 
     out = {"rho": [], "true": [], "quad": [], "mlp": [], "obj_quad": [], "obj_mlp": [], "critics": [],
            "samples": []}
     for k, rho in enumerate(tqdm(list(rhos), desc="Gaussian toy", disable=not progress, leave=False)):
-        x, z, zn = correlated_pairs(rho, n, seed + k)
+        x, z, zn = correlated_pairs(rho, n, 1000 * seed + k)
         q = fit_quadratic_critic(x, z, zn)
-        m = fit_mlp_critic(x, z, zn, steps=steps, batch=batch, seed=seed + k)
+        m = fit_mlp_critic(x, z, zn, steps=steps, batch=batch, seed=1000 * seed + k)
         out["rho"].append(rho)
         out["true"].append(gaussian_mi(rho))
         out["quad"].append(q["mi_est"])
@@ -282,6 +321,7 @@ def shuffle_batch(t: torch.Tensor, mode: str = "randperm", generator: torch.Gene
 
 def false_negative_rates(batch_sizes: Sequence[int], trials: int = 2000, seed: int = 0) -> dict:
     """Fraction of 'negative' pairs that are positives (fixed points of the permutation)."""
+    require("false_negative_rates", positive={"batch_sizes": tuple(batch_sizes), "trials": trials}, whole=True)
     g = torch.Generator().manual_seed(seed)
     rate_perm, rate_roll = [], []
     for b in batch_sizes:
@@ -306,6 +346,8 @@ class Encoder(nn.Module):
 
     def __init__(self, width: float = 1.0, z_dim: int = 256, in_ch: int = 3):
         super().__init__()
+        require("Encoder", positive={"width": width})
+        require("Encoder", positive={"z_dim": z_dim, "in_ch": in_ch}, whole=True)
         c = [max(4, int(round(w * width))) for w in (64, 128, 256, 256, 256)]
         self.local = nn.Sequential(_block(in_ch, c[0], True), _block(c[0], c[1], True), _block(c[1], c[2], True))
         self.top = nn.Sequential(_block(c[2], c[3], False), _block(c[3], c[4], False))
@@ -321,16 +363,12 @@ class Encoder(nn.Module):
         return c, self.mu(h), self.logvar(h)
 
 
-def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)  (eq-01-reparam)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-
-
 class GlobalCritic(nn.Module):
     """T1: an MLP (3 hidden ReLU layers) on a concatenated pair, one logit per pair."""
 
     def __init__(self, in_dim: int, width: int = 256):
         super().__init__()
+        require("GlobalCritic", positive={"in_dim": in_dim, "width": width}, whole=True)
         self.in_dim = in_dim
         self.net = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                                  nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
@@ -346,6 +384,7 @@ class LocalCritic(nn.Module):
 
     def __init__(self, in_ch: int, width: int = 256):
         super().__init__()
+        require("LocalCritic", positive={"in_ch": in_ch, "width": width}, whole=True)
         self.in_ch = in_ch
         self.net = nn.Sequential(nn.Conv2d(in_ch, width, 1), nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(),
                                  nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, 1, 1))
@@ -388,6 +427,8 @@ def random_views(x: torch.Tensor, scale: tuple[float, float] = (0.35, 1.0), jitt
     probability `gray`. Uses the global torch RNG, so checkpoint/resume replays it."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"random_views expects (B, 3, H, W) colour images, got shape {tuple(x.shape)}")
+    require("random_views", positive={"scale": tuple(scale), "ratio": ratio}, nonneg={"jitter": jitter})
+    require("random_views", unit={"scale": tuple(scale), "gray": gray})
     b, dev = x.shape[0], x.device
     u = lambda *shape: torch.rand(*shape, device=dev)  # noqa: E731
     area = scale[0] + (scale[1] - scale[0]) * u(b)
@@ -412,20 +453,12 @@ def random_views(x: torch.Tensor, scale: tuple[float, float] = (0.35, 1.0), jitt
 # =============================================================== losses
 def bce_mi_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
     """-(E_joint log sigma(T) + E_marg log(1 - sigma(T)))  (eq-01-bce), via stable softplus:
-    -log sigma(t) = softplus(-t), -log(1 - sigma(t)) = softplus(t). Its minimum is 2 log 2 - 2 JS."""
+    -log sigma(t) = softplus(-t), -log(1 - sigma(t)) = softplus(t). Its minimum is 2 log 2 - 2 JS.
+    Positive and negative logits come from the same batch and must have the same shape."""
+    if pos_logits.shape != neg_logits.shape:
+        raise ValueError(f"bce_mi_loss: positive logits {tuple(pos_logits.shape)} and negative logits "
+                         f"{tuple(neg_logits.shape)} differ in shape; score one negative per positive pair")
     return F.softplus(-pos_logits).mean() + F.softplus(neg_logits).mean()
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per sample  (eq-01-kl-gauss), averaged over the batch.
-    reduction='mean' also averages over the code dimensions, as the post's code does
-    (-1/2 mean(1 + log sigma^2 - mu^2 - sigma^2)); 'sum' is the textbook KL."""
-    per_dim = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
-    if reduction == "mean":
-        return per_dim.mean()
-    if reduction == "sum":
-        return per_dim.sum(1).mean()
-    raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'sum'")
 
 
 class InfoMax(nn.Module):
@@ -439,7 +472,11 @@ class InfoMax(nn.Module):
                  views: int = 1, view_scale: tuple[float, float] = (0.35, 1.0), view_jitter: float = 0.4,
                  view_gray: float = 0.2):
         super().__init__()
-        if global_input not in ("post", "paper"):
+        require("InfoMax", nonneg={"alpha": alpha, "beta": beta, "gamma": gamma})
+        require("InfoMax", positive={"image_size": image_size}, whole=True)
+        if image_size % 8:
+            raise ValueError(f"InfoMax: image_size must be a multiple of 8 (three 2x2 pools), got {image_size}")
+        if global_input not in GLOBAL_INPUTS:
             raise ValueError(f"unknown global critic input {global_input!r}; choose 'post' or 'paper'")
         if views not in (1, 2):
             raise ValueError(f"views must be 1 (the post) or 2 (two random views), got {views!r}")
@@ -469,7 +506,9 @@ class InfoMax(nn.Module):
         l_pos, l_neg = local_pairs(z_a, c_b, perm_l)
         glob = bce_mi_loss(self.global_critic(g_pos), self.global_critic(g_neg))
         loc = bce_mi_loss(self.local_critic(l_pos), self.local_critic(l_neg))
-        kl = gaussian_kl(mu, logvar, "mean")  # over both views when there are two
+        # (eq-01-kl-gauss) averaged over the code dimensions as in the post's code (over both
+        # views when there are two): gamma = 0.01 weighs the textbook KL by 0.01 / z_dim
+        kl = gaussian_kl(mu, logvar).mean()
         # (eq-01-total)
         total = self.alpha * glob + self.beta * loc + self.gamma * kl
         return {"loss": total, "global": glob, "local": loc, "kl": kl, "logvar": logvar.mean()}
@@ -482,7 +521,7 @@ def infomax_step(model: InfoMax, batch) -> tuple[torch.Tensor, dict]:
     return out["loss"], {k: v.detach() for k, v in out.items() if k != "loss"}
 
 
-# =============================================================== data, training, features
+# =============================================================== data
 def images_to_input(x_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (N, 32, 32, 3) -> float (N, 3, 32, 32) in [-0.5, 0.5] as in the post."""
     from .data import to_float
@@ -504,25 +543,31 @@ class CifarData:
     source: str
 
 
-def load_cifar(cfg: InfomaxConfig) -> CifarData:
-    """The profile's CIFAR-10 data. With `per_batch` = k, the first k images of each of the
-    five training batches: exactly the offline subset for k = 900, the same images when the
-    full archive is available."""
+CIFAR_BATCH = 10_000  # images per training batch file of CIFAR-10 (canonical indices 0..49 999)
+
+
+def load_cifar(cfg: Config) -> CifarData:
+    """The profile's CIFAR-10 data: with `per_batch` = k, the first k images of each of the five
+    training batches, chosen by their canonical record index, so that the bundled sample (k = 50),
+    the offline subset (k = 900) and the full archive give the same images; and the first
+    `n_test` test images. A source holding fewer of them is refused rather than silently used."""
     tr, te = load("cifar-10", "train"), load("cifar-10", "test", limit=cfg.n_test)
     x, y = tr.x, tr.y
     if cfg.per_batch is not None:
-        if len(x) == 50_000:
-            idx = np.concatenate([b * 10_000 + np.arange(cfg.per_batch) for b in range(5)])
-        elif len(x) == 4_500:  # the offline subset holds the first 900 of each batch, in order
-            if cfg.per_batch > 900:
-                raise ValueError("the offline CIFAR-10 subset holds only 900 images per batch")
-            idx = np.concatenate([b * 900 + np.arange(cfg.per_batch) for b in range(5)])
-        else:
-            idx = np.arange(min(len(x), 5 * cfg.per_batch))
-        x, y = x[idx], y[idx]
+        idx = tr.canonical_index()
+        keep = np.flatnonzero(idx % CIFAR_BATCH < cfg.per_batch)
+        counts = np.bincount(idx[keep] // CIFAR_BATCH, minlength=5)
+        if len(counts) != 5 or np.any(counts != cfg.per_batch):
+            raise ValueError(f"cifar-10/train ({tr.source}) holds {counts.tolist()} of the first {cfg.per_batch} "
+                             "images of the five batches: use a profile whose per_batch it holds (smoke: 50, "
+                             "cpu: 900) or provide the full archive")
+        x, y = x[keep], y[keep]
+    if len(te) != cfg.n_test:
+        raise ValueError(f"cifar-10/test ({te.source}) holds {len(te)} images, the profile asks for {cfg.n_test}")
     return CifarData(x, y, te.x, te.y, tr.source)
 
 
+# =============================================================== training
 @dataclass
 class InfomaxRun:
     name: str
@@ -537,6 +582,11 @@ class InfomaxRun:
     epochs: list[dict[str, float]] = field(default_factory=list)
     snapshots: dict[int, dict] = field(default_factory=dict)  # epoch -> encoder state_dict
     views: int = 1
+    seed: int = 0
+
+    def passes(self, epoch: int) -> int:
+        """Encoder passes after `epoch` epochs, in units of the training set (epochs x views)."""
+        return epoch * self.views
 
 
 def run_label(alpha: float, beta: float, gamma: float, global_input: str, views: int = 1) -> str:
@@ -544,7 +594,7 @@ def run_label(alpha: float, beta: float, gamma: float, global_input: str, views:
             + (", two views" if views == 2 else ""))
 
 
-def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None = None,
+def train_infomax(cfg: Config, x_train: torch.Tensor, alpha: float | None = None,
                   beta: float | None = None, gamma: float | None = None, global_input: str = "post",
                   epochs: int | None = None, snapshot_epochs: Sequence[int] = (), seed: int = 0,
                   views: int = 1, progress: bool = True) -> InfomaxRun:
@@ -556,6 +606,11 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
     b = cfg.beta if beta is None else beta
     g = cfg.gamma if gamma is None else gamma
     n_ep = cfg.epochs if epochs is None else epochs
+    require("train_infomax", positive={"epochs": n_ep}, whole=True)
+    require("train_infomax", nonneg={"alpha": a, "beta": b, "gamma": g})
+    if x_train.ndim != 4 or len(x_train) < cfg.batch_size:
+        raise ValueError(f"train_infomax: need (N, 3, H, W) images with N >= batch_size ({cfg.batch_size}), "
+                         f"got shape {tuple(x_train.shape)}")
     torch.manual_seed(seed)
     model = InfoMax(cfg.width, cfg.z_dim, cfg.critic_width, a, b, g, global_input,
                     image_size=x_train.shape[-1], views=views, view_scale=cfg.view_scale,
@@ -575,8 +630,8 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     every = max(d for d in range(1, max(1, spe // 4) + 1) if spe % d == 0)  # divides an epoch
-    tr = Trainer(model, opt, infomax_step, log_every=every, progress=progress,
-                 callbacks=[keep], desc=f"gamma={g:g} {global_input}" + (" 2 views" if views == 2 else ""))
+    tr = Trainer(model, opt, infomax_step, log_every=every, progress=progress, callbacks=[keep],
+                 desc=f"gamma={g:g} {global_input}" + (" 2 views" if views == 2 else "") + f" seed {seed}")
     t0 = time.perf_counter()
     hist = tr.fit(loader, steps=n_ep * spe)
     secs = time.perf_counter() - t0
@@ -586,15 +641,50 @@ def train_infomax(cfg: InfomaxConfig, x_train: torch.Tensor, alpha: float | None
         m = (steps > e * spe) & (steps <= (e + 1) * spe)
         per_epoch.append({k: float(np.nanmean(np.asarray(v)[m])) for k, v in hist.metrics.items()})
     return InfomaxRun(run_label(a, b, g, global_input, views), a, b, g, global_input, model, hist, initial,
-                      secs, per_epoch, snaps, views)
+                      secs, per_epoch, snaps, views, seed)
 
 
-def encoder_from_snapshot(cfg: InfomaxConfig, state: dict) -> Encoder:
+def seeds_of(cfg: Config, seed: int = 0) -> list[int]:
+    """The seeds every training experiment of the profile runs with."""
+    return [seed + i for i in range(cfg.seeds)]
+
+
+def train_seeds(cfg: Config, x_train: torch.Tensor, views: int = 1, seed: int = 0,
+                progress: bool = True) -> list[InfomaxRun]:
+    """Experiments 3 and 6: the post's recipe (views=1, `cfg.epochs` epochs) or the two-view
+    run (views=2, `cfg.view_epochs` epochs) once per seed, with encoder snapshots every
+    `cfg.knn_every` epochs' worth of encoder passes and at the last epoch (and, for the post's
+    recipe, at `cfg.sweep_epochs` and at `cfg.equal_pass_epochs`, the two-view run's passes)."""
+    if views not in (1, 2):
+        raise ValueError(f"train_seeds: views must be 1 or 2, got {views!r}")
+    epochs = cfg.epochs if views == 1 else cfg.view_epochs
+    snap = set(range(cfg.knn_every // views, epochs + 1, cfg.knn_every // views)) | {epochs}
+    if views == 1:
+        snap |= {cfg.sweep_epochs, cfg.equal_pass_epochs}
+    return [train_infomax(cfg, x_train, epochs=epochs, snapshot_epochs=sorted(snap), seed=s, views=views,
+                          progress=progress) for s in seeds_of(cfg, seed)]
+
+
+def run_sweep(cfg: Config, x_train: torch.Tensor, seed: int = 0, progress: bool = True) -> list[InfomaxRun]:
+    """Experiment 4: every (gamma, global input) of `cfg.sweep` with the post's alpha and beta,
+    `cfg.sweep_epochs` long, once per seed (the gamma sweep of C8/C9 and the paper-critic run)."""
+    return [train_infomax(cfg, x_train, gamma=g, global_input=gi, epochs=cfg.sweep_epochs, seed=s,
+                          progress=progress) for s in seeds_of(cfg, seed) for g, gi in cfg.sweep]
+
+
+def encoder_from_snapshot(cfg: Config, state: dict) -> Encoder:
     enc = Encoder(cfg.width, cfg.z_dim)
     enc.load_state_dict(state)
     return enc.to(default_device()).eval()
 
 
+def random_encoder(cfg: Config, seed: int = 0) -> Encoder:
+    """The same architecture, freshly initialised (the baseline of C10)."""
+    torch.manual_seed(seed + 12345)
+    return Encoder(cfg.width, cfg.z_dim).to(default_device()).eval()
+
+
+# =============================================================== features
 @torch.no_grad()
 def encode(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """mu(x) and log sigma^2(x) in eval mode (BatchNorm with running statistics)."""
@@ -610,128 +700,6 @@ def encode(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> tuple[np.ndar
     return torch.cat(mus).numpy(), torch.cat(lvs).numpy()
 
 
-def code_statistics(mu: np.ndarray, logvar: np.ndarray) -> dict[str, float]:
-    """Prior diagnostics (C8, C9): |mean mu|, aggregate variance Var[mu] + E[sigma^2]
-    averaged over dimensions, and the mean log sigma^2."""
-    return {"abs_mean_mu": float(np.abs(mu.mean(0)).mean()),
-            "agg_var": float((mu.var(0) + np.exp(logvar).mean(0)).mean()),
-            "mean_logvar": float(logvar.mean()),
-            "feature_mean": float(mu.mean()), "feature_std": float(mu.std())}
-
-
-def evaluate_features(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
-                      k: int = 10) -> dict[str, float]:
-    """Test queries against the training bank: top-k cosine label agreement, k-NN accuracy
-    (cosine, majority vote) and a linear probe."""
-    return {"agreement": metrics.knn_label_agreement(f_train, y_train, f_test, y_test, k, "cosine"),
-            "knn_acc": metrics.knn_accuracy(f_train, y_train, f_test, y_test, k, "cosine"),
-            "probe_acc": metrics.linear_probe(f_train, y_train, f_test, y_test)}
-
-
-# =============================================================== figures
-def retrieval_figure(images: np.ndarray, labels: np.ndarray, rows: Sequence[Sequence[int]],
-                     row_names: Sequence[str] = (), class_names: Sequence[str] = (), title: str = "",
-                     tile: float = 0.75):
-    """Rows of images (a query followed by its neighbours, the query framed in red) drawn as
-    one picture; each tile's label is green when it matches the first image of its row."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    rows = [list(map(int, r)) for r in rows]
-    k = max(len(r) for r in rows)
-    h, w = images.shape[1:3]
-    pad, lab = 2, 11
-    H, W = len(rows) * (h + pad + lab) + pad, k * (w + pad) + pad
-    canvas = np.ones((H, W, 3), np.float32)
-    for r, row in enumerate(rows):
-        for c, j in enumerate(row):
-            y0, x0 = pad + r * (h + pad + lab) + lab, pad + c * (w + pad)
-            canvas[y0:y0 + h, x0:x0 + w] = images[j] / 255.0
-    fig, ax = plt.subplots(figsize=(tile * k + (1.4 if row_names else 0.2), tile * 1.3 * len(rows) + 0.4))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    for r, row in enumerate(rows):
-        y0 = pad + r * (h + pad + lab) + lab
-        ax.add_patch(Rectangle((pad - 1, y0 - 1), w + 1, h + 1, fill=False, ec="tab:red", lw=1.5))
-        for c, j in enumerate(row):
-            name = class_names[labels[j]] if len(class_names) else str(labels[j])
-            ax.text(pad + c * (w + pad) + w / 2, y0 - 2, name, ha="center", va="bottom", fontsize=6,
-                    color="tab:green" if labels[j] == labels[row[0]] else "0.35")
-        same = float(np.mean(labels[row[1:]] == labels[row[0]])) if len(row) > 1 else float("nan")
-        text = (row_names[r] + "\n" if row_names else "") + f"{same:.0%} same"
-        ax.text(-3, y0 + h / 2, text, ha="right", va="center", fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
-    return fig
-
-
-def retrieval_rows(feats: np.ndarray, queries: Sequence[int], k: int = 10, metric: str = "cosine"
-                   ) -> np.ndarray:
-    """Indices (Q, k) of each query's k nearest images (itself first) in feature space."""
-    return metrics.nearest_neighbours(feats, feats[list(queries)], k, metric)[0]
-
-
-
-
-
-# =============================================================== experiment entry points
-def run_sweep(cfg: InfomaxConfig, x_train: torch.Tensor, seed: int = 0, progress: bool = True
-              ) -> list[InfomaxRun]:
-    """Experiment 4: the extra (alpha, beta, gamma, global input) runs of the profile, each
-    `cfg.sweep_epochs` long (the gamma sweep of C8/C9 and the paper-critic ablation)."""
-    return [train_infomax(cfg, x_train, a, b, g, gi, epochs=cfg.sweep_epochs, seed=seed, progress=progress)
-            for a, b, g, gi in cfg.sweep]
-
-
-def compare_features(cfg: InfomaxConfig, data: CifarData,
-                     encoders: dict[str, Encoder | tuple[Encoder, str] | None],
-                     seed: int = 0) -> dict[str, dict[str, float]]:
-    """Experiment 5: k-NN label agreement, k-NN accuracy and linear probe for each entry:
-    an encoder (its mu(x), with the prior diagnostics of the codes on the training set),
-    (encoder, "local") for its flattened local map C(x), or None for raw pixels."""
-    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
-    out = {}
-    for name, enc in encoders.items():
-        stats = {}
-        if enc is None:
-            ftr, fte = xtr.flatten(1).numpy(), xte.flatten(1).numpy()
-        elif isinstance(enc, tuple):
-            if enc[1] != "local":
-                raise ValueError(f"unknown feature layer {enc[1]!r}; use (encoder, 'local')")
-            ftr, fte = encode_local(enc[0], xtr), encode_local(enc[0], xte)
-        else:
-            ftr, lv = encode(enc, xtr)
-            fte, _ = encode(enc, xte)
-            stats = code_statistics(ftr, lv)
-        out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k), **stats}
-    return out
-
-
-def feature_table(scores: dict[str, dict[str, float]], names: Sequence[str]) -> str:
-    """The rows `names` of a `compare_features` result as a Markdown table (codes only have
-    the prior diagnostics; other rows show nan there)."""
-    from .nb import md_table
-
-    cols = (("agreement", "top-10 label agreement", 3), ("knn_acc", "10-NN accuracy", 3),
-            ("probe_acc", "linear probe", 3), ("agg_var", "aggregate var", 2),
-            ("mean_logvar", "mean log sigma^2", 2), ("abs_mean_mu", "abs mean mu", 3))
-    rows = [[n] + [f"{scores[n].get(k, float('nan')):.{d}f}" for k, _, d in cols] for n in names]
-    return md_table(["features"] + [h for _, h, _ in cols], rows)
-
-
-def knn_by_epoch(cfg: InfomaxConfig, data: CifarData, run: InfomaxRun) -> dict[int, float]:
-    """k-NN accuracy (k = cfg.knn_k, cosine, test queries against the training bank) of mu(x)
-    from each encoder snapshot of a run, keyed by epoch."""
-    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
-    out = {}
-    for ep, state in sorted(run.snapshots.items()):
-        enc = encoder_from_snapshot(cfg, state)
-        out[ep] = metrics.knn_accuracy(encode(enc, xtr)[0], data.y_train, encode(enc, xte)[0], data.y_test,
-                                       cfg.knn_k, "cosine")
-    return out
-
-
 @torch.no_grad()
 def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndarray:
     """The flattened local feature map C(x) in eval mode."""
@@ -743,10 +711,180 @@ def encode_local(encoder: Encoder, x: torch.Tensor, batch: int = 500) -> np.ndar
     return out.numpy()
 
 
-def random_encoder(cfg: InfomaxConfig, seed: int = 0) -> Encoder:
-    """The same architecture, freshly initialised (the baseline of C10)."""
-    torch.manual_seed(seed + 12345)
-    return Encoder(cfg.width, cfg.z_dim).to(default_device()).eval()
+PIXEL_KINDS = ("raw", "centred")
+
+
+def pixel_features(x_uint8: np.ndarray, kind: str = "raw") -> np.ndarray:
+    """Raw pixels as features, flattened: `raw` (in [-0.5, 0.5] as the encoder sees them) or
+    `centred` (each image minus its own mean over all pixels and channels: brightness removed,
+    colour kept). Dividing by the image's own spread as well changes no cosine neighbour."""
+    if kind not in PIXEL_KINDS:
+        raise ValueError(f"unknown pixel preprocessing {kind!r}; choose one of {PIXEL_KINDS}")
+    x = images_to_input(x_uint8).numpy().astype(np.float64)
+    if kind == "centred":
+        x = x - x.mean(axis=(1, 2, 3), keepdims=True)
+    return x.reshape(len(x), -1).astype(np.float32)
+
+
+def evaluate_features(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
+                      k: int = 10, probe: bool = True) -> dict:
+    """Test queries against the training bank: top-k cosine label agreement, k-NN accuracy
+    (cosine, majority vote) and a linear probe; with the per-query vectors (`agree_q`,
+    `knn_ok`, `probe_ok`) that paired comparisons on the same test images need."""
+    agree = metrics.knn_label_agreement(f_train, y_train, f_test, y_test, k, "cosine", per_example=True)
+    knn_ok = metrics.knn_correct(f_train, y_train, f_test, y_test, k, "cosine")
+    out = {"agreement": float(agree.mean()), "knn_acc": float(knn_ok.mean()), "agree_q": agree, "knn_ok": knn_ok}
+    if probe:
+        ok = metrics.linear_probe(f_train, y_train, f_test, y_test, per_example=True)
+        out.update(probe_acc=float(ok.mean()), probe_ok=ok)
+    return out
+
+
+def compare_features(cfg: Config, data: CifarData, encoders: dict, seed: int = 0,
+                     probe: bool = True) -> dict[str, dict]:
+    """Experiment 5: label agreement, k-NN accuracy and linear probe for each entry: an
+    encoder (its mu(x), with the statistics of the codes on the training set), (encoder, "local")
+    for its flattened local map C(x), None for raw pixels or ("pixels", kind) for preprocessed
+    pixels (`pixel_features`)."""
+    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
+    out = {}
+    for name, enc in encoders.items():
+        stats = {}
+        if enc is None:
+            enc = ("pixels", "raw")
+        if isinstance(enc, tuple) and enc[0] == "pixels":
+            ftr, fte = pixel_features(data.x_train, enc[1]), pixel_features(data.x_test, enc[1])
+        elif isinstance(enc, tuple):
+            if enc[1] != "local":
+                raise ValueError(f"unknown feature layer {enc[1]!r}; use (encoder, 'local')")
+            ftr, fte = encode_local(enc[0], xtr), encode_local(enc[0], xte)
+        else:
+            ftr, lv = encode(enc, xtr)
+            fte, _ = encode(enc, xte)
+            stats = code_statistics(ftr, lv, seed=seed)
+        out[name] = {**evaluate_features(ftr, data.y_train, fte, data.y_test, cfg.knn_k, probe), **stats}
+    return out
+
+
+def pixel_baselines(cfg: Config, data: CifarData) -> dict:
+    """Every simple pixel baseline: each preprocessing of `PIXEL_KINDS` with the chapter's
+    k (all three metrics) and with 2k neighbours (k-NN accuracy). Returns the scores by name
+    and, for each metric, the name of the strongest (chosen on the test set itself, which can
+    only favour the baseline)."""
+    scores = compare_features(cfg, data, {f"pixels, {kind}": ("pixels", kind) for kind in PIXEL_KINDS})
+    for kind in PIXEL_KINDS:
+        ftr, fte = pixel_features(data.x_train, kind), pixel_features(data.x_test, kind)
+        ok = metrics.knn_correct(ftr, data.y_train, fte, data.y_test, 2 * cfg.knn_k, "cosine")
+        scores[f"pixels, {kind}, k={2 * cfg.knn_k}"] = {"knn_acc": float(ok.mean()), "knn_ok": ok}
+    best = {m: max((n for n in scores if m in scores[n]), key=lambda n: scores[n][m])
+            for m in ("agreement", "knn_acc", "probe_acc")}
+    return {"scores": scores, "best": best}
+
+
+def margin(a: Sequence[np.ndarray], b: Sequence[np.ndarray] | np.ndarray) -> dict[str, float]:
+    """The difference in points between two scores measured on the same test queries: `a` is
+    one per-query vector per seed, `b` one per seed or a single vector (a deterministic
+    baseline). Returns the mean over seeds and a standard error that adds the seed-to-seed
+    variance of the difference (divided by the number of seeds) and the sampling variance of
+    the test queries (the per-query differences, averaged over seeds, divided by their number)."""
+    A = np.stack([np.asarray(v, dtype=np.float64) for v in a])
+    B = np.asarray(b, dtype=np.float64)
+    if B.ndim == 1 and B.shape[0] == A.shape[1]:
+        B = np.broadcast_to(B, A.shape)
+    if A.shape != B.shape:
+        raise ValueError(f"margin: {A.shape} vs {B.shape}: the same seeds and the same test queries are needed")
+    d = A - B
+    per_seed = d.mean(1)
+    s, n = d.shape
+    var = (per_seed.var(ddof=1) / s if s > 1 else 0.0) + d.mean(0).var(ddof=1) / n
+    return {"mean": 100 * float(per_seed.mean()), "se": 100 * math.sqrt(var), "seeds": s,
+            "per_seed": [100 * float(v) for v in per_seed]}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+FEATURE_COLUMNS = (("agreement", "top-10 label agreement", 3), ("knn_acc", "10-NN accuracy", 3),
+                   ("probe_acc", "linear probe", 3), ("agg_var", "aggregate var", 2),
+                   ("mean_logvar", "mean log sigma^2", 2), ("abs_mean_mu", "abs mean mu", 3))
+
+
+def feature_table(scores: dict, names: Sequence[str]) -> str:
+    """Rows `names` of feature scores as a Markdown table. An entry is one score dict or a list
+    of them (one per seed), shown as mean ± standard deviation over seeds; rows without a
+    column show a dash."""
+    from .nb import md_table
+
+    def cell(entry, key, d):
+        runs = entry if isinstance(entry, list) else [entry]
+        vals = [r[key] for r in runs if key in r and np.isfinite(r[key])]
+        if not vals:
+            return "-"
+        m, sd = mean_sd(vals)
+        return f"{m:.{d}f}" + (f" ± {sd:.{d}f}" if len(vals) > 1 else "")
+
+    rows = [[n + (f" ({len(scores[n])} seeds)" if isinstance(scores[n], list) and len(scores[n]) > 1 else "")]
+            + [cell(scores[n], k, d) for k, _, d in FEATURE_COLUMNS] for n in names]
+    return md_table(["features"] + [h for _, h, _ in FEATURE_COLUMNS], rows)
+
+
+def knn_by_epoch(cfg: Config, data: CifarData, run: InfomaxRun) -> dict[int, float]:
+    """k-NN accuracy (k = cfg.knn_k, cosine, test queries against the training bank) of mu(x)
+    from each encoder snapshot of a run, keyed by epoch."""
+    xtr, xte = images_to_input(data.x_train), images_to_input(data.x_test)
+    out = {}
+    for ep, state in sorted(run.snapshots.items()):
+        enc = encoder_from_snapshot(cfg, state)
+        out[ep] = metrics.knn_accuracy(encode(enc, xtr)[0], data.y_train, encode(enc, xte)[0], data.y_test,
+                                       cfg.knn_k, "cosine")
+    return out
+
+
+def retrieval_rows(feats: np.ndarray, queries: Sequence[int], k: int = 10, metric: str = "cosine"
+                   ) -> np.ndarray:
+    """Indices (Q, k) of each query's k nearest images (itself first) in feature space."""
+    return metrics.nearest_neighbours(feats, feats[list(queries)], k, metric)[0]
+
+
+# =============================================================== figures
+def retrieval_figure(images: np.ndarray, labels: np.ndarray, rows: Sequence[Sequence[int]],
+                     row_names: Sequence[str] = (), class_names: Sequence[str] = (), title: str = "",
+                     tile: float = 0.62):
+    """Rows of images (a query followed by its neighbours, the query framed in red), each row
+    tiled by `dlbook.plots.make_grid`; each tile's label is green when it matches the first
+    image of its row, and each row says which fraction of the neighbours shares the query's label."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .plots import make_grid
+
+    rows = [list(map(int, r)) for r in rows]
+    k = max(len(r) for r in rows)
+    h, w = images.shape[1:3]
+    pad = 2
+    left = 1.5 if row_names else 0.7
+    head = 0.45 if title else 0.2   # inches above the first row: the title and the first row's labels
+    height = head + tile * 1.3 * len(rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(left + tile * k, height), squeeze=False)
+    for ax, row, r in zip(axes[:, 0], rows, range(len(rows))):
+        ax.imshow(make_grid(images[row], nrow=k, padding=pad), interpolation="nearest")
+        ax.set_axis_off()
+        ax.add_patch(Rectangle((pad - 1, pad - 1), w + 1, h + 1, fill=False, ec="tab:red", lw=1.5))
+        for c, j in enumerate(row):
+            name = class_names[labels[j]] if len(class_names) else str(labels[j])
+            ax.text(pad + c * (w + pad) + w / 2, -1, name, ha="center", va="bottom", fontsize=7,
+                    color="tab:green" if labels[j] == labels[row[0]] else "0.35", clip_on=False)
+        same = float(np.mean(labels[row[1:]] == labels[row[0]])) if len(row) > 1 else float("nan")
+        text = (row_names[r] + "\n" if row_names else "") + f"{same:.0%} same"
+        ax.text(-3, pad + h / 2, text, ha="right", va="center", fontsize=8, clip_on=False)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
+    fig.subplots_adjust(left=left / (left + tile * k), right=0.99, top=1 - head / height, bottom=0.01,
+                        hspace=0.35)
+    return fig
 
 
 def toy_figure(res: dict, k: int):
@@ -756,7 +894,7 @@ def toy_figure(res: dict, k: int):
 
     rho = res["rho"][k]
     x, z, zn = res["samples"][k]
-    fig, ax = plt.subplots(1, 3, figsize=(12.5, 3.6), gridspec_kw={"wspace": 0.35})
+    fig, ax = plt.subplots(1, 3, figsize=(10, 3.3), gridspec_kw={"wspace": 0.45})
     ax[0].scatter(x, zn, s=4, alpha=0.5, c="tab:orange", label="shuffled (negatives)")
     ax[0].scatter(x, z, s=4, alpha=0.5, c="tab:blue", label="joint (positives)")
     ax[0].set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), xlabel="x", ylabel="z", title=f"samples, rho = {rho:g}")
@@ -769,23 +907,23 @@ def toy_figure(res: dict, k: int):
     r2 = 1 - rho * rho
     true = -0.5 * math.log(r2) - (gx ** 2 - 2 * rho * gx * gz + gz ** 2) / (2 * r2) + (gx ** 2 + gz ** 2) / 2
     lv = np.linspace(-4, 4, 17)
-    for a, f, title in ((ax[1], t, "learned critic T(x, z)"), (ax[2], true, "true log p(x,z)/(p(x)p(z))")):
+    for a, f, title in ((ax[1], t, "learned critic T(x, z)"), (ax[2], true, "true log-ratio")):
         cs = a.contourf(gx, gz, np.clip(f, -4, 4), levels=lv, cmap="RdBu_r")
         a.set(xlabel="x", ylabel="z", title=title)
         a.grid(False)
     fig.colorbar(cs, ax=ax[1:], shrink=0.85)
     fig.suptitle(f"true I = {res['true'][k]:.3f} nats;  plug-in estimates E_joint[T]: "
-                 f"quadratic {res['quad'][k]:.3f}, MLP {res['mlp'][k]:.3f}", fontsize=10, y=1.04)
+                 f"quadratic {res['quad'][k]:.3f}, MLP {res['mlp'][k]:.3f}", fontsize=10, y=1.02)
     return fig
 
 
-def run_figure(run: InfomaxRun, scores: dict[str, float] | None = None):
+def run_figure(run: InfomaxRun, scores: dict | None = None):
     """A summary of one precomputed run for the dropdown: the three loss terms per logged
     step and the mean log sigma^2, with its feature scores in the title."""
     import matplotlib.pyplot as plt
 
     h = run.history
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.3))
+    fig, ax = plt.subplots(1, 2, figsize=(9.5, 3.3))
     for key, c in (("global", "tab:blue"), ("local", "tab:orange"), ("kl", "tab:green")):
         ax[0].plot(h.steps, h[key], c=c, label=f"{key} term")
     ax[0].axhline(2 * LOG2, ls="--", c="0.5", lw=1, label="2 log 2")
@@ -793,10 +931,35 @@ def run_figure(run: InfomaxRun, scores: dict[str, float] | None = None):
     ax[0].legend(fontsize=8)
     ax[1].plot(h.steps, h["logvar"], c="tab:purple")
     ax[1].set(xlabel="step", ylabel="mean log sigma^2")
-    t = run.name
+    t = f"{run.name}, seed {run.seed}"
     if scores:
-        t += (f"\nk-NN acc {scores['knn_acc']:.3f}, top-10 agreement {scores['agreement']:.3f}, "
-              f"probe {scores['probe_acc']:.3f}, aggregate var {scores.get('agg_var', float('nan')):.2f}")
+        probe = f", probe {scores['probe_acc']:.3f}" if "probe_acc" in scores else ""
+        t += (f"\nk-NN acc {scores['knn_acc']:.3f}, top-10 agreement {scores['agreement']:.3f}{probe}, "
+              f"aggregate var {scores.get('agg_var', float('nan')):.2f}")
     fig.suptitle(t, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# =============================================================== several seeds
+def compare_seeds(cfg: Config, data: CifarData, entries: dict[str, Sequence],
+                  probe: bool = True) -> dict[str, list[dict]]:
+    """`compare_features` for entries holding one encoder (or (encoder, "local")) per seed:
+    {name: [scores of seed 0, seed 1, ...]}."""
+    return {name: [compare_features(cfg, data, {name: e}, seed=i, probe=probe)[name] for i, e in enumerate(encs)]
+            for name, encs in entries.items()}
+
+
+def knn_by_passes(cfg: Config, data: CifarData, runs: Sequence[InfomaxRun]) -> dict[int, list[float]]:
+    """k-NN accuracy of the snapshots of several runs (one per seed), keyed by encoder passes
+    (epochs x views, in units of the training set): {passes: [accuracy of each run]}."""
+    out: dict[int, list[float]] = {}
+    for run in runs:
+        for ep, acc in knn_by_epoch(cfg, data, run).items():
+            out.setdefault(run.passes(ep), []).append(acc)
+    return dict(sorted(out.items()))
+
+
+def per_epoch(runs: Sequence[InfomaxRun], key: str) -> np.ndarray:
+    """The per-epoch means of one logged quantity for several runs: an array (runs, epochs)."""
+    return np.array([[e[key] for e in r.epochs] for r in runs])

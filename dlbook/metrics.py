@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import device as _device
+from .config import require
+
 METRICS = ("cosine", "l2")
-
-
-def _device() -> torch.device:
-    """Large searches and probes run on the GPU when there is one (results come back on CPU)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _as_tensor(a) -> torch.Tensor:
@@ -23,13 +21,23 @@ def _as_tensor(a) -> torch.Tensor:
 
 
 def _labels(y) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(y)).long().to(_device())
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D vector of integers, got shape {y.shape}")
+    return torch.as_tensor(y).long().to(_device())
+
+
+def _paired(where: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"{where}: {len(x)} feature rows but {len(y)} labels")
 
 
 def nearest_neighbours(bank, queries, k: int = 10, metric: str = "cosine",
                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Indices (Q, k) of the `k` nearest rows of `bank` for each query row, best first, and
-    their scores: cosine similarity (higher is nearer) or Euclidean distance (lower)."""
+    their scores: cosine similarity (higher is nearer) or Euclidean distance (lower). The
+    search runs on `dlbook.config.device()`; the results come back as NumPy arrays."""
+    require("nearest_neighbours", positive={"k": k, "chunk": chunk}, whole=True)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     b, q = _as_tensor(bank), _as_tensor(queries)
@@ -55,34 +63,51 @@ def nearest_neighbours(bank, queries, k: int = 10, metric: str = "cosine",
 
 
 def knn_label_agreement(bank, bank_labels, queries, query_labels, k: int = 10,
-                        metric: str = "cosine", exclude_self: bool = False) -> float:
+                        metric: str = "cosine", exclude_self: bool = False, per_example: bool = False):
     """Mean fraction of each query's `k` nearest bank items that share its label. With
-    `exclude_self` (queries = bank), each query's own row is skipped."""
+    `exclude_self` (queries = bank), each query's own row is skipped. With `per_example`, the
+    vector of per-query fractions instead of their mean."""
+    require("knn_label_agreement", positive={"k": k}, whole=True)
     kk = k + 1 if exclude_self else k
     idx, _ = nearest_neighbours(bank, queries, kk, metric)
     if exclude_self:
         own = np.arange(len(idx))[:, None]
         idx = np.stack([row[row != o[0]][:k] for row, o in zip(idx, own)])
     yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
-    return float((yb[idx] == yq[:, None]).mean())
+    _paired("knn_label_agreement (bank)", bank, yb)
+    _paired("knn_label_agreement (queries)", idx, yq)
+    frac = (yb[idx] == yq[:, None]).mean(1)
+    return frac if per_example else float(frac.mean())
 
 
 def knn_accuracy(bank, bank_labels, queries, query_labels, k: int = 10,
                  metric: str = "cosine") -> float:
     """Accuracy of a majority vote among the `k` nearest bank items (ties: the nearest wins)."""
+    return float(knn_correct(bank, bank_labels, queries, query_labels, k, metric).mean())
+
+
+def knn_correct(bank, bank_labels, queries, query_labels, k: int = 10,
+                metric: str = "cosine") -> np.ndarray:
+    """Per query, whether the majority vote of its `k` nearest bank items is its label (a
+    boolean vector: paired comparisons of two feature sets on the same queries use it)."""
     idx, _ = nearest_neighbours(bank, queries, k, metric)
     yb, yq = _labels(bank_labels).cpu().numpy(), _labels(query_labels).cpu().numpy()
+    _paired("knn_correct (bank)", bank, yb)
+    _paired("knn_correct (queries)", idx, yq)
     n_cls = int(max(yb.max(), yq.max())) + 1
     votes = np.zeros((len(idx), n_cls))
     for j in range(idx.shape[1]):  # earlier neighbours get a tiny tie-breaking bonus
         np.add.at(votes, (np.arange(len(idx)), yb[idx[:, j]]), 1.0 + 1e-3 * (idx.shape[1] - j))
-    return float((votes.argmax(1) == yq).mean())
+    return votes.argmax(1) == yq
 
 
 def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
-                 max_iter: int = 100, seed: int = 0) -> float:
+                 max_iter: int = 100, seed: int = 0, per_example: bool = False):
     """Test accuracy of a multinomial logistic regression on frozen features (standardised
-    with the training statistics, L2 penalty `weight_decay`, full-batch L-BFGS in float32)."""
+    with the training statistics, L2 penalty `weight_decay`, full-batch L-BFGS in float32).
+    With `per_example`, the boolean vector of correct test predictions instead."""
+    require("linear_probe", positive={"max_iter": max_iter}, whole=True)
+    require("linear_probe", nonneg={"weight_decay": weight_decay})
     xtr, xte = _as_tensor(train_x), _as_tensor(test_x)
     ytr, yte = _labels(train_y), _labels(test_y)
     if len(xtr) != len(ytr) or len(xte) != len(yte):
@@ -103,4 +128,5 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
 
     opt.step(closure)
     with torch.no_grad():
-        return float(((xte @ w + b).argmax(1) == yte).float().mean())
+        correct = ((xte @ w + b).argmax(1) == yte).cpu().numpy()
+    return correct if per_example else float(correct.mean())

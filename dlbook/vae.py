@@ -18,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import by_profile, device as default_device
+from .config import ConfigError, Settings, by_profile, require
+from .config import device as default_device
+from .gaussian import code_statistics as _code_statistics
+from .gaussian import gaussian_kl, reparameterise
 from .train import ArrayLoader, Trainer
 
 LOG10 = math.log(10.0)
@@ -26,8 +29,15 @@ LOG10 = math.log(10.0)
 
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
-class Ch07Config:
+class Config(Settings):
     """Everything one profile of chapter 07 trains. Sizes are in images, epochs, nats."""
+
+    SIZES = ("n_train", "n_test", "hidden", "latent", "epochs", "seeds", "latent_wide", "batch_size",
+             "iw_samples", "n_probe", "vib_latent", "vib_epochs", "vib_seeds", "vib_gain_seeds",
+             "vib_test_samples", "vdb_epochs")
+    POSITIVE = ("lr", "vib_lr", "vdb_alpha", "vdb_targets", "vib_hidden")
+    NONNEG = ("betas", "vib_betas")
+    UNIT = ("vib_adam_beta1", "vib_decay", "vib_ema")
 
     n_train: int                      # MNIST training images (first n of the train split)
     n_test: int                       # held-out images (first n of the test split)
@@ -35,7 +45,7 @@ class Ch07Config:
     latent: int = 16                  # K for the rate-distortion sweep and decoupling (E3, E7)
     betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     epochs: int = 20                  # per beta of the sweep
-    decouple_seeds: int = 2           # seeds for the AE (beta=0) vs VAE (beta=1) comparison
+    seeds: int = 3                    # seeds of the VAE experiments (sweep, forgetting, adaptive beta)
     latent_wide: int = 64             # K for the forgotten-dimension experiment (E4)
     wide_runs: tuple[tuple[float, int], ...] = ((1.0, 60), (4.0, 30))  # (beta, epochs)
     batch_size: int = 100
@@ -47,7 +57,9 @@ class Ch07Config:
     vib_latent: int = 32
     vib_betas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     vib_epochs: int = 30
-    vib_seeds: int = 3
+    vib_seeds: int = 3                # seeds of the whole beta sweep
+    vib_gain_beta: float = 1e-3       # the small weight whose gain over the deterministic net is tested
+    vib_gain_seeds: int = 3           # seeds of that comparison (the sweep's seeds included)
     vib_lr: float = 1e-3
     vib_adam_beta1: float = 0.9
     vib_decay: float = 1.0            # lr multiplied by this every 2 epochs (Alemi: 0.97)
@@ -57,63 +69,83 @@ class Ch07Config:
     vdb_targets: tuple[float, ...] = (5.0, 10.0)
     vdb_epochs: int = 20
     vdb_alpha: float = 1e-3           # dual-ascent step per optimiser step
-    # CPU threads for torch (None: leave torch's default). These MLPs are too small to gain
-    # from a second thread, and on a shared machine extra threads oversubscribe the cores.
+    # CPU threads for torch, passed to dlbook.config.threads (None: $DLBOOK_THREADS, else every
+    # core). These MLPs are too small to gain from a second thread, and on a shared machine extra
+    # threads only wait for each other.
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = "vae.Config"
+        require(where, positive={"threads": self.threads}, whole=True)
+        for b, ep in self.wide_runs:
+            require(where, nonneg={"wide beta": b})
+            require(where, positive={"wide epochs": ep}, whole=True)
+        require(where, nonneg={"vib_gain_beta": self.vib_gain_beta})
+        if self.vib_gain_beta not in self.vib_betas:
+            raise ConfigError(f"{where}: vib_gain_beta {self.vib_gain_beta} must be one of vib_betas {self.vib_betas}")
+        if self.vib_gain_seeds < self.vib_seeds:
+            raise ConfigError(f"{where}: vib_gain_seeds ({self.vib_gain_seeds}) counts the sweep's "
+                              f"{self.vib_seeds} seeds and cannot be smaller")
+        if self.vib_ema >= 1:
+            raise ConfigError(f"{where}: vib_ema must be < 1 (1 would never move the average), got {self.vib_ema}")
 
 
 CONFIGS = {
     # seconds: a few optimiser steps per model, only to prove the code paths run
-    "smoke": Ch07Config(n_train=400, n_test=200, betas=(0.0, 0.25, 1.0, 8.0), epochs=1,
-                        decouple_seeds=1, wide_runs=((1.0, 1), (4.0, 1)), iw_samples=8, n_probe=50,
-                        vib_hidden=(64,), vib_latent=8, vib_betas=(1e-3, 1.0), vib_epochs=1,
-                        vib_seeds=1, vib_test_samples=4, vdb_targets=(5.0,), vdb_epochs=1,
-                        vdb_alpha=1e-2, threads=1),
-    # about 6 minutes on two CPU cores: the offline 14,000-image subset, short schedules
-    "cpu": Ch07Config(n_train=10000, n_test=2000, epochs=12, wide_runs=((1.0, 30), (4.0, 15)),
-                      vib_epochs=8, vib_seeds=3, vdb_epochs=8, vdb_alpha=5e-3, threads=1),
+    "smoke": Config(n_train=400, n_test=200, betas=(0.0, 0.25, 1.0, 8.0), epochs=1,
+                    seeds=2, wide_runs=((1.0, 1), (4.0, 1)), iw_samples=8, n_probe=50,
+                    vib_hidden=(64,), vib_latent=8, vib_betas=(1e-3, 1.0), vib_epochs=1,
+                    vib_seeds=1, vib_gain_seeds=2, vib_test_samples=4, vdb_targets=(5.0,), vdb_epochs=1,
+                    vdb_alpha=1e-2, threads=1),
+    # a few minutes on two CPU cores: 10,000 images of the offline 14,000-image subset, short
+    # schedules; ten seeds for the gain of the small VIB weight
+    "cpu": Config(n_train=10000, n_test=2000, epochs=10, wide_runs=((1.0, 30), (4.0, 15)),
+                  vib_epochs=8, vib_seeds=3, vib_gain_seeds=10, vdb_epochs=12, vdb_alpha=5e-3, threads=1),
     # one GPU, the whole of MNIST; the VIB part follows Alemi et al. (ICLR 2017)
-    "full": Ch07Config(n_train=60000, n_test=10000, latent=16, epochs=50,
-                       betas=(0.0, 0.03, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-                       decouple_seeds=3, wide_runs=((1.0, 100), (4.0, 60)),
-                       vib_hidden=(1024, 1024), vib_latent=256, vib_epochs=60, vib_seeds=3,
-                       vib_lr=1e-4, vib_adam_beta1=0.5, vib_decay=0.97, vib_ema=0.999,
-                       n_probe=1000, vdb_epochs=20, vdb_alpha=1e-3),
+    "full": Config(n_train=60000, n_test=10000, latent=16, epochs=50,
+                   betas=(0.0, 0.03, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+                   seeds=3, wide_runs=((1.0, 100), (4.0, 60)),
+                   vib_hidden=(1024, 1024), vib_latent=256, vib_epochs=60, vib_seeds=3, vib_gain_seeds=5,
+                   vib_lr=1e-4, vib_adam_beta1=0.5, vib_decay=0.97, vib_ema=0.999,
+                   n_probe=1000, vdb_epochs=20, vdb_alpha=1e-3),
 }
 
 
-def config(profile: str | None = None) -> Ch07Config:
+def config(profile: str | None = None) -> Config:
     """The settings of `profile` (None: the resolved profile)."""
     return by_profile(CONFIGS, profile)
 
 
 # ----------------------------------------------------------------------------- losses
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Per-dimension KL(N(mu, exp(logvar)) || N(0, 1)), same shape as `mu`."""
-    if mu.shape != logvar.shape:
-        raise ValueError(f"gaussian_kl: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} differ")
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)  # (eq-07-kl), one term per k
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I); pass `eps` to fix the noise."""
-    if eps is None:
-        eps = torch.randn_like(mu)
-    return mu + torch.exp(0.5 * logvar) * eps  # (eq-07-reparam)
+def _targets_in_unit_interval(where: str, x: torch.Tensor) -> None:
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"{where}: Bernoulli targets must lie in [0, 1] (binarised or grey-level pixels), "
+                         f"got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log q(x|z) of a Bernoulli decoder, summed over pixels: one value per image (nats)."""
+    """-log q(x|z) of a Bernoulli decoder, summed over pixels: one value per image (nats).
+    Targets must lie in [0, 1] and have the shape of the logits."""
     if logits.shape != x.shape:
         raise ValueError(f"bernoulli_nll: logits {tuple(logits.shape)} vs targets {tuple(x.shape)}")
+    _targets_in_unit_interval("bernoulli_nll", x)
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    return nll.flatten(1).sum(1)  # (eq-07-distortion): sum over the 784 pixels, not the mean
+    return nll.flatten(1).sum(1)  # D(x) of (eq-07-vae): summed over the 784 pixels, not averaged
+
+
+def _same_batch(where: str, n: int, mu: torch.Tensor, logvar: torch.Tensor) -> None:
+    if mu.shape != logvar.shape or mu.ndim != 2 or len(mu) != n:
+        raise ValueError(f"{where}: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both be "
+                         f"(batch, K) with the batch of the data ({n})")
 
 
 def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
              beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The beta-weighted negative ELBO D + beta R, averaged over the batch.
     Returns (loss, D, R) with D and R in nats per image."""
+    require("vae_loss", nonneg={"beta": beta})
+    _same_batch("vae_loss", len(x), mu, logvar)
     distortion = bernoulli_nll(logits, x).mean()        # D = E_x E_z[-log q(x|z)]
     rate = gaussian_kl(mu, logvar).sum(-1).mean()       # R = E_x KL(p(z|x) || q(z))
     return distortion + beta * rate, distortion, rate   # (eq-07-vae) with beta=1, (eq-07-beta-vae)
@@ -121,49 +153,42 @@ def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: to
 
 def vib_loss(output: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
              lam: float, likelihood: str = "categorical") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """E[-log p(y|z)] + lam E_x KL(p(z|x)||q(z)) for a categorical head (logits, integer labels)
-    or a Bernoulli head (logits, targets in [0, 1]). Returns (loss, task term, KL term)."""
+    """E[-log p(y|z)] + lam E_x KL(p(z|x)||q(z)) for a categorical head (logits (N, classes),
+    integer labels (N,)) or a Bernoulli head (logits, targets of the same shape in [0, 1]).
+    Returns (loss, task term, KL term)."""
+    require("vib_loss", nonneg={"lam": lam})
     if likelihood == "categorical":
+        if output.ndim != 2 or target.shape != output.shape[:1] or target.is_floating_point():
+            raise ValueError(f"vib_loss: a categorical head needs logits (N, classes) and integer labels (N,), "
+                             f"got {tuple(output.shape)} and {tuple(target.shape)} {target.dtype}")
         task = F.cross_entropy(output, target, reduction="mean")
-    elif likelihood == "bernoulli":
+    elif likelihood == "bernoulli":  # written out here, not through bernoulli_nll: check D15 compares the two
+        if output.shape != target.shape:
+            raise ValueError(f"vib_loss: a Bernoulli head needs targets of the logits' shape, got "
+                             f"{tuple(output.shape)} and {tuple(target.shape)}")
+        _targets_in_unit_interval("vib_loss", target)
         task = F.binary_cross_entropy_with_logits(output, target, reduction="none").flatten(1).sum(1).mean()
     else:
         raise ValueError(f"vib_loss: unknown likelihood {likelihood!r}; use 'categorical' or 'bernoulli'")
-    kl = (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum(-1).mean()
+    _same_batch("vib_loss", len(output), mu, logvar)
+    kl = gaussian_kl(mu, logvar).sum(-1).mean()
     return task + lam * kl, task, kl  # (eq-07-vib)
 
 
 def hinge_ib_penalty(log_ratio: torch.Tensor, budget: float) -> torch.Tensor:
     """The post's hinge: mean of max(log p(z|x)/p(z) - budget, 0) over samples (eq-07-hinge)."""
+    if not math.isfinite(budget):
+        raise ValueError(f"hinge_ib_penalty: the budget must be a finite number of nats, got {budget}")
     return torch.clamp(log_ratio - budget, min=0.0).mean()  # (eq-07-hinge)
 
 
 def dual_ascent(beta: float, rate: float, target: float, step: float) -> float:
     """VDB's multiplier update: beta <- max(0, beta + step (rate - target))."""
+    require("dual_ascent", nonneg={"beta": beta, "target": target, "step": step})
     return max(0.0, beta + step * (rate - target))  # (eq-07-dual)
 
 
-# ----------------------------------------------------------------------------- closed forms
-def linear_gaussian_terms(a, s) -> dict[str, np.ndarray]:
-    """x ~ N(0,1), z|x ~ N(a x, s^2), prior N(0,1): exact I(X;Z), the bound E_x KL(p(z|x)||q)
-    and KL(p(z)||q) with p(z) = N(0, a^2 + s^2)."""
-    a, s = np.asarray(a, dtype=np.float64), np.asarray(s, dtype=np.float64)
-    v = a ** 2 + s ** 2
-    return {"mi": 0.5 * np.log1p(a ** 2 / s ** 2),
-            "bound": 0.5 * (a ** 2 + s ** 2 - 1.0 - np.log(s ** 2)),
-            "kl_agg": 0.5 * (v - 1.0 - np.log(v))}  # (eq-07-mi-identity): bound = mi + kl_agg
-
-
-def gaussian_total_correlation(z: torch.Tensor | np.ndarray) -> float:
-    """TC_G = 1/2 (sum_k log Sigma_kk - log det Sigma) of the sample covariance (eq-07-tc)."""
-    z = np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z, dtype=np.float64)
-    if z.ndim != 2 or z.shape[0] <= z.shape[1]:
-        raise ValueError(f"gaussian_total_correlation: need (N, K) codes with N > K, got {z.shape}")
-    cov = np.cov(z, rowvar=False)
-    sign, logdet = np.linalg.slogdet(cov)
-    return float(0.5 * (np.log(np.diag(cov)).sum() - logdet))  # (eq-07-tc)
-
-
+# ----------------------------------------------------------------------------- interpolation
 def interpolate(z1: torch.Tensor, z2: torch.Tensor, t: torch.Tensor, kind: str = "linear") -> torch.Tensor:
     """Paths between codes for t in [0, 1]: 'linear' (1-t) z1 + t z2, or 'spherical'
     z1 cos(t pi/2) + z2 sin(t pi/2), which keeps the prior's variance (eq-07-slerp)."""
@@ -192,8 +217,7 @@ class VAE(nn.Module):
 
     def __init__(self, latent: int = 16, hidden: int = 256, data_dim: int = 784):
         super().__init__()
-        if latent < 1 or hidden < 1:
-            raise ValueError(f"VAE: latent and hidden must be positive, got {latent}, {hidden}")
+        require("VAE", positive={"latent": latent, "hidden": hidden, "data_dim": data_dim}, whole=True)
         self.latent, self.data_dim = latent, data_dim
         self.encoder = _mlp([data_dim, hidden, 2 * latent])
         self.decoder = _mlp([latent, hidden, data_dim])
@@ -210,7 +234,7 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, eps)
+        z = reparameterise(mu, logvar, eps)
         return self.decode(z), mu, logvar, z
 
 
@@ -221,6 +245,8 @@ class VIBClassifier(nn.Module):
     def __init__(self, latent: int = 32, hidden: Sequence[int] = (256, 256), n_classes: int = 10,
                  data_dim: int = 784, stochastic: bool = True):
         super().__init__()
+        require("VIBClassifier", positive={"latent": latent, "hidden": tuple(hidden), "n_classes": n_classes,
+                                           "data_dim": data_dim}, whole=True)
         self.latent, self.data_dim, self.stochastic = latent, data_dim, stochastic
         self.encoder = _mlp([data_dim, *hidden, 2 * latent])
         self.head = nn.Linear(latent, n_classes)
@@ -235,10 +261,11 @@ class VIBClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, n_samples: int = 1):
         """Logits of shape (n_samples, N, classes) (one sample unless asked), mu, logvar."""
+        require("VIBClassifier.forward", nonneg={"n_samples": n_samples})
         mu, logvar = self.encode(x)
         if not self.stochastic or n_samples == 0:
             return self.head(mu).unsqueeze(0), mu, logvar
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(n_samples, *mu.shape, device=mu.device)
+        z = reparameterise(mu, logvar, torch.randn(n_samples, *mu.shape, device=mu.device))
         return self.head(z), mu, logvar
 
 
@@ -263,7 +290,7 @@ class MNISTData:
         return (self.x_test > 0.5).float()
 
 
-def load_mnist(cfg: Ch07Config) -> MNISTData:
+def load_mnist(cfg: Config) -> MNISTData:
     """The first `n_train` training and `n_test` test images through the dlbook registry."""
     from .data import load, to_float
 
@@ -288,12 +315,12 @@ def vae_step(beta: float):
     return step
 
 
-def train_vae(x: torch.Tensor, cfg: Ch07Config, beta: float, latent: int | None = None,
+def train_vae(x: torch.Tensor, cfg: Config, beta: float, latent: int | None = None,
               epochs: int | None = None, seed: int = 0, progress: bool = True,
               device: torch.device | str | None = None, desc: str | None = None):
     """Train one beta-VAE on binarised images `x` (N, 784); returns (model, history)."""
-    if beta < 0:
-        raise ValueError(f"train_vae: beta must be >= 0, got {beta}")
+    require("train_vae", nonneg={"beta": beta})
+    require("train_vae", positive={"latent": latent, "epochs": epochs}, whole=True)
     dev = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     model = VAE(latent or cfg.latent, cfg.hidden)
@@ -309,25 +336,30 @@ def train_vae(x: torch.Tensor, cfg: Ch07Config, beta: float, latent: int | None 
 def evaluate_vae(model: VAE, x: torch.Tensor, n_samples: int = 4, seed: int = 0,
                  batch: int = 1000) -> dict:
     """Held-out rate R and distortion D (nats/image), the per-dimension rate R_k and the
-    encoder statistics per dimension (mean of mu, variance of mu, mean of sigma)."""
+    encoder statistics per dimension (mean of mu, variance of mu, mean of sigma). The rate splits
+    into the part of the means, R_mu = E 1/2 |mu|^2, and the part of the variances,
+    R_sigma = E 1/2 sum (sigma^2 - log sigma^2 - 1)  (eq-07-kl)."""
+    require("evaluate_vae", positive={"n_samples": n_samples, "batch": batch}, whole=True)
     model.eval()
     dev = next(model.parameters()).device
     g = _gen(seed, dev)
-    kl, d, mus, sig = [], [], [], []
+    kl, d, mus, sig, rmu = [], [], [], [], []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(dev)
         mu, logvar = model.encode(xb)
         kl.append(gaussian_kl(mu, logvar).double().cpu())
+        rmu.append(0.5 * mu.double().pow(2).sum(-1).cpu())
         mus.append(mu.double().cpu())
         sig.append(torch.exp(0.5 * logvar).double().cpu())
         dd = 0.0
         for _ in range(n_samples):
             eps = torch.randn(mu.shape, generator=g, device=dev)
-            dd = dd + bernoulli_nll(model.decode(reparameterize(mu, logvar, eps)), xb).double().cpu()
+            dd = dd + bernoulli_nll(model.decode(reparameterise(mu, logvar, eps)), xb).double().cpu()
         d.append(dd / n_samples)
-    kl, d, mus, sig = torch.cat(kl), torch.cat(d), torch.cat(mus), torch.cat(sig)
+    kl, d, mus, sig, rmu = torch.cat(kl), torch.cat(d), torch.cat(mus), torch.cat(sig), torch.cat(rmu)
     rk = kl.mean(0).numpy()
     return {"R": float(kl.sum(1).mean()), "D": float(d.mean()), "R_k": rk,
+            "R_mu": float(rmu.mean()), "R_sigma": float(kl.sum(1).mean() - rmu.mean()),
             "mu_mean": mus.mean(0).numpy(), "mu_var": mus.var(0).numpy(), "sigma_mean": sig.mean(0).numpy()}
 
 
@@ -335,6 +367,7 @@ def evaluate_vae(model: VAE, x: torch.Tensor, n_samples: int = 4, seed: int = 0,
 def iwae_nll(model: VAE, x: torch.Tensor, k: int = 64, seed: int = 0, batch: int = 200) -> tuple[float, float]:
     """Importance-weighted NLL estimate with k samples (Burda et al.) and the k-sample ELBO
     estimate of the same draws, both in nats per image (eq-07-iwae)."""
+    require("iwae_nll", positive={"k": k, "batch": batch}, whole=True)
     model.eval()
     dev = next(model.parameters()).device
     g = _gen(seed, dev)
@@ -344,7 +377,7 @@ def iwae_nll(model: VAE, x: torch.Tensor, k: int = 64, seed: int = 0, batch: int
         xb = x[i:i + batch].to(dev)
         mu, logvar = model.encode(xb)
         eps = torch.randn((k, *mu.shape), generator=g, device=dev)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z = reparameterise(mu, logvar, eps)
         log_q = (-0.5 * (eps ** 2 + logvar + log2pi)).sum(-1)          # log p(z|x)
         log_p = (-0.5 * (z ** 2 + log2pi)).sum(-1)                       # log q(z)
         logits = model.decode(z.flatten(0, 1)).view(k, len(xb), -1)
@@ -375,77 +408,91 @@ def decoder_sensitivity(model: VAE, x: torch.Tensor, delta: float = 3.0) -> np.n
 
 
 @torch.no_grad()
-def code_statistics(model: VAE, x: torch.Tensor, seed: int = 0) -> dict:
-    """Codes z ~ p(z|x) on held-out x: Gaussian total correlation (eq-07-tc), mean absolute
-    off-diagonal correlation and E||z||^2 / K."""
+def encode_all(model: VAE, x: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's mean and log-variance (N, K) for every row of `x`, in eval mode, on the CPU."""
     model.eval()
     dev = next(model.parameters()).device
-    mu, logvar = model.encode(x.to(dev))
-    z = reparameterize(mu, logvar, torch.randn(mu.shape, generator=_gen(seed, dev), device=dev))
-    zn = z.double().cpu().numpy()
-    c = np.corrcoef(zn, rowvar=False)
-    off = c[~np.eye(len(c), dtype=bool)]
-    return {"tc": gaussian_total_correlation(zn), "mean_abs_corr": float(np.abs(off).mean()),
-            "sq_norm": float((zn ** 2).sum(1).mean() / zn.shape[1])}
+    out = [model.encode(x[i:i + batch].to(dev)) for i in range(0, len(x), batch)]
+    return torch.cat([m.cpu() for m, _ in out]), torch.cat([lv.cpu() for _, lv in out])
+
+
+def code_statistics(model: VAE, x: torch.Tensor, seed: int = 0) -> dict:
+    """`dlbook.gaussian.code_statistics` of the model's codes on held-out `x`: among them the
+    Gaussian total correlation of z ~ p(z|x) (eq-07-tc), the mean absolute off-diagonal
+    correlation and E|z|^2 / K."""
+    return _code_statistics(*encode_all(model, x), seed=seed)
 
 
 @dataclass
 class SweepResult:
-    """The beta sweep of E3: one model and its held-out evaluation per beta."""
+    """The beta sweep of E3 for every seed: evals[i][j] and models[i][j] belong to seeds[i] and
+    betas[j]."""
 
     betas: list[float]
-    evals: list[dict]
-    models: list[VAE]
-    histories: list
-    extra_seeds: dict = field(default_factory=dict)  # (beta, seed) -> model, for decoupling
+    seeds: list[int]
+    evals: list[list[dict]]
+    models: list[list[VAE]]
+    histories: list[list]
 
     @property
     def R(self) -> np.ndarray:
-        return np.array([e["R"] for e in self.evals])
+        """Held-out rate, an array (seeds, betas)."""
+        return np.array([[e["R"] for e in row] for row in self.evals])
 
     @property
     def D(self) -> np.ndarray:
-        return np.array([e["D"] for e in self.evals])
+        """Held-out distortion, an array (seeds, betas)."""
+        return np.array([[e["D"] for e in row] for row in self.evals])
 
-    def model(self, beta: float) -> VAE:
-        return self.models[self.betas.index(beta)]
+    def model(self, beta: float, i: int = 0) -> VAE:
+        """The model of `beta` trained with the i-th seed."""
+        return self.models[i][self.betas.index(beta)]
+
+    def eval(self, beta: float, i: int = 0) -> dict:
+        return self.evals[i][self.betas.index(beta)]
 
 
-def rate_distortion_sweep(data: MNISTData, cfg: Ch07Config, seed: int = 0, progress: bool = True,
+def seeds_of(cfg: Config, seed: int = 0) -> list[int]:
+    """The seeds of the VAE experiments: seed, seed + 1, ..., cfg.seeds of them."""
+    return [seed + i for i in range(cfg.seeds)]
+
+
+def rate_distortion_sweep(data: MNISTData, cfg: Config, seed: int = 0, progress: bool = True,
                           device=None) -> SweepResult:
-    """E3 and E7: train the K=cfg.latent VAE for every beta of cfg.betas, evaluate R and D on
-    held-out data; also train the extra seeds of beta=0 and beta=1 used for decoupling."""
+    """E3 and E7: for every seed, train the K=cfg.latent VAE for every beta of cfg.betas and
+    evaluate R and D on the held-out images."""
     from tqdm.auto import tqdm
 
-    betas = list(cfg.betas)
+    seeds, betas = seeds_of(cfg, seed), list(cfg.betas)
     evals, models, hists = [], [], []
-    bar = tqdm(betas, desc="beta sweep", disable=not progress)
-    for b in bar:
-        m, h = train_vae(data.b_train, cfg, b, seed=seed, progress=progress, device=device)
-        models.append(m)
-        hists.append(h)
-        evals.append(evaluate_vae(m, data.b_test, seed=seed))
-    extra = {}
-    for b in (0.0, 1.0):
-        if b not in betas:
-            continue
-        for s in range(1, cfg.decouple_seeds):
-            extra[(b, s)] = train_vae(data.b_train, cfg, b, seed=seed + s, progress=progress, device=device)[0]
-    return SweepResult(betas, evals, models, hists, extra)
+    for s_ in tqdm(seeds, desc="beta sweep (seeds)", disable=not progress):
+        row_e, row_m, row_h = [], [], []
+        for b in betas:
+            m, h = train_vae(data.b_train, cfg, b, seed=s_, progress=progress, device=device)
+            row_m.append(m)
+            row_h.append(h)
+            row_e.append(evaluate_vae(m, data.b_test, seed=s_))
+        evals.append(row_e)
+        models.append(row_m)
+        hists.append(row_h)
+    return SweepResult(betas, seeds, evals, models, hists)
 
 
-def forgetting_runs(data: MNISTData, cfg: Ch07Config, seed: int = 0, progress: bool = True,
+def forgetting_runs(data: MNISTData, cfg: Config, seed: int = 0, progress: bool = True,
                     device=None) -> dict:
-    """E4: the K=cfg.latent_wide VAE for each (beta, epochs) of cfg.wide_runs; per run the
-    held-out per-dimension rates, encoder statistics and decoder sensitivities."""
-    out = {}
+    """E4: the K=cfg.latent_wide VAE for each (beta, epochs) of cfg.wide_runs and every seed:
+    {beta: [per seed: {"model", "history", "eval"}]}, the evaluation holding the held-out
+    per-dimension rates, encoder statistics and decoder sensitivities."""
+    out: dict = {}
     for b, ep in cfg.wide_runs:
-        m, h = train_vae(data.b_train, cfg, b, latent=cfg.latent_wide, epochs=ep, seed=seed,
-                         progress=progress, device=device)
-        ev = evaluate_vae(m, data.b_test, seed=seed)
-        ev["sensitivity"] = decoder_sensitivity(m, data.b_test[:cfg.n_probe])
-        ev["epochs"] = ep
-        out[b] = {"model": m, "history": h, "eval": ev}
+        out[b] = []
+        for s_ in seeds_of(cfg, seed):
+            m, h = train_vae(data.b_train, cfg, b, latent=cfg.latent_wide, epochs=ep, seed=s_,
+                             progress=progress, device=device)
+            ev = evaluate_vae(m, data.b_test, seed=s_)
+            ev["sensitivity"] = decoder_sensitivity(m, data.b_test[:cfg.n_probe])
+            ev["epochs"] = ep
+            out[b].append({"model": m, "history": h, "eval": ev})
     return out
 
 
@@ -476,9 +523,11 @@ class _EMA:
                 self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
 
 
-def train_vib(data: MNISTData, cfg: Ch07Config, beta: float | None, seed: int = 0,
+def train_vib(data: MNISTData, cfg: Config, beta: float | None, seed: int = 0,
               latent: int | None = None, progress: bool = True, device=None):
     """Train one VIB classifier (beta=None: the deterministic network); returns (model, history)."""
+    require("train_vib", nonneg={"beta": beta})
+    require("train_vib", positive={"latent": latent}, whole=True)
     dev = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     model = VIBClassifier(latent or cfg.vib_latent, cfg.vib_hidden, stochastic=beta is not None)
@@ -510,7 +559,7 @@ def evaluate_vib(model: VIBClassifier, x: torch.Tensor, y: torch.Tensor, n_sampl
     acc_mean = (model.head(mu).argmax(-1) == y).double().mean().item()
     if model.stochastic:
         eps = torch.randn((n_samples, *mu.shape), generator=_gen(seed, dev), device=dev)
-        logits = model.head(mu + torch.exp(0.5 * logvar) * eps)
+        logits = model.head(reparameterise(mu, logvar, eps))
         probs = logits.softmax(-1).mean(0)
         ce = F.cross_entropy(logits.flatten(0, 1), y.repeat(n_samples)).item()
         kl = gaussian_kl(mu, logvar).sum(-1).mean().item()
@@ -522,7 +571,7 @@ def evaluate_vib(model: VIBClassifier, x: torch.Tensor, y: torch.Tensor, n_sampl
             "izy_bound": LOG10 - ce, "izx_bound": kl}
 
 
-def vib_sweep(data: MNISTData, cfg: Ch07Config, progress: bool = True, device=None) -> dict:
+def vib_sweep(data: MNISTData, cfg: Config, progress: bool = True, device=None) -> dict:
     """E5: for every seed, the deterministic baseline and a VIB classifier per beta of
     cfg.vib_betas; returns {beta or 'det': [evaluation per seed]}."""
     from tqdm.auto import tqdm
@@ -536,7 +585,22 @@ def vib_sweep(data: MNISTData, cfg: Ch07Config, progress: bool = True, device=No
     return out
 
 
-def vib_codes_2d(data: MNISTData, cfg: Ch07Config, betas: Sequence[float] = (1e-3, 1e-1),
+def vib_gain_runs(data: MNISTData, cfg: Config, sweep: dict, progress: bool = True, device=None) -> dict:
+    """Claim 14's comparison with more seeds: the deterministic network and the VIB classifier at
+    cfg.vib_gain_beta, with the sweep's seeds (`sweep` from `vib_sweep`) and the seeds after
+    them up to cfg.vib_gain_seeds. Returns {"det": [...], beta: [...]} evaluations, one per seed."""
+    from tqdm.auto import tqdm
+
+    b = cfg.vib_gain_beta
+    out = {"det": list(sweep["det"]), b: list(sweep[b])}
+    jobs = [(s, k) for s in range(cfg.vib_seeds, cfg.vib_gain_seeds) for k in ("det", b)]
+    for s, k in tqdm(jobs, desc="VIB gain seeds", disable=not progress or not jobs):
+        m, _ = train_vib(data, cfg, None if k == "det" else k, seed=s, progress=progress, device=device)
+        out[k].append(evaluate_vib(m, data.x_test, data.y_test, cfg.vib_test_samples, seed=s))
+    return out
+
+
+def vib_codes_2d(data: MNISTData, cfg: Config, betas: Sequence[float] = (1e-3, 1e-1),
                  progress: bool = True, device=None) -> dict:
     """E5, 2-D version: K=2 VIB classifiers; their held-out code means and accuracies."""
     out = {}
@@ -549,10 +613,11 @@ def vib_codes_2d(data: MNISTData, cfg: Ch07Config, betas: Sequence[float] = (1e-
 
 
 # ----------------------------------------------------------------------------- adaptive bottleneck
-def train_adaptive(data: MNISTData, cfg: Ch07Config, target: float, seed: int = 0,
+def train_adaptive(data: MNISTData, cfg: Config, target: float, seed: int = 0,
                    progress: bool = True, device=None, beta0: float = 0.0):
     """E8: a VAE whose KL weight follows the dual-ascent update (eq-07-dual) towards the rate
     `target` (nats). Returns (model, history with per-epoch-fraction R and beta)."""
+    require("train_adaptive", nonneg={"target": target, "beta0": beta0})
     dev = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     model = VAE(cfg.latent, cfg.hidden)
@@ -573,6 +638,8 @@ def train_adaptive(data: MNISTData, cfg: Ch07Config, target: float, seed: int = 
     return tr.model.eval(), hist, len(loader)
 
 
-def adaptive_runs(data: MNISTData, cfg: Ch07Config, progress: bool = True, device=None) -> dict:
-    """E8 for every target of cfg.vdb_targets: {target: (model, history, steps per epoch)}."""
-    return {t: train_adaptive(data, cfg, t, progress=progress, device=device) for t in cfg.vdb_targets}
+def adaptive_runs(data: MNISTData, cfg: Config, seed: int = 0, progress: bool = True, device=None) -> dict:
+    """E8 for every target of cfg.vdb_targets and every seed:
+    {target: [(model, history, steps per epoch) per seed]}."""
+    return {t: [train_adaptive(data, cfg, t, seed=s_, progress=progress, device=device)
+                for s_ in seeds_of(cfg, seed)] for t in cfg.vdb_targets}

@@ -63,6 +63,11 @@ def test_bad_inputs_give_clear_errors():
         D.make_optimizer("lion", [torch.zeros(1, requires_grad=True)], 0.1)
     with pytest.raises(ValueError, match="gamma > 0"):
         D.leapfrog_coefficients(1.0, 0.0)
+    from dlbook.config import ConfigError
+    with pytest.raises(ConfigError, match="lr"):
+        D.make_optimizer("sgd", [torch.zeros(1, requires_grad=True)], 0.0)
+    with pytest.raises(ConfigError, match="hidden"):
+        D.make_mlp(784, 0)
 
 
 # ------------------------------------------------------------------ integrators
@@ -252,8 +257,21 @@ def test_gradient_noise_scaling_on_synthetic_data():
 def test_config_profiles():
     assert D.config("smoke").light and not D.config("cpu").light
     assert D.config("full").n_train >= D.config("cpu").n_train >= D.config("smoke").n_train
+    assert D.config("cpu").seeds >= 3 and D.config("cpu").n_test == 10_000
     with pytest.raises(ValueError):
         D.config("huge")
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(batch=-1), dict(seeds=0), dict(sgd_lrs=(0.1, 0.0)),
+                                 dict(lrs={"sgd": -0.1}), dict(lrs={"lion": 0.1}), dict(equal_loss_target=0.0),
+                                 dict(tune_epochs=0), dict(threads=0)])
+def test_config_refuses_bad_settings(bad):
+    from dataclasses import replace
+
+    from dlbook.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        replace(D.config("smoke"), **bad)
 
 
 def test_sign_sgd_optimizer_step():
@@ -278,3 +296,30 @@ def test_mlp_training_few_steps_lowers_loss():
     assert np.all(np.isfinite(loss)) and loss[-5:].mean() < loss[:5].mean()
     out = model(x)
     assert out.shape == (256, 2)
+
+
+def _tiny_splits(n=256):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (3 * n,), generator=g)
+    x = torch.randn(3 * n, 20, generator=g) + 2 * torch.nn.functional.one_hot(y, 20).float()
+    return D.MNISTSplits(x[:n], y[:n], x[n:2 * n], y[n:2 * n], x[2 * n:], y[2 * n:], "synthetic")
+
+
+def test_training_experiments_on_tiny_data():
+    from dataclasses import replace
+
+    cfg = replace(D.config("smoke"), hidden=16, steps=8, log_every=4, seeds=2, lrs={"sgd": 0.1, "adam": 1e-2},
+                  tune_epochs=1, tune_momentum_lrs=(0.01, 0.1), tune_adam_lrs=(1e-2,), sgd_lrs=(0.05, 0.2),
+                  equal_loss_target=0.9, equal_loss_every=2, equal_loss_max_steps=400)
+    d = _tiny_splits()
+    curves = D.optimiser_curves(d, cfg, progress=False)
+    assert set(curves) == {"sgd", "adam"} and all(len(v) == 2 for v in curves.values())
+    assert all(np.isfinite(r["train_loss"]) and 0 <= r["test_acc"] <= 1 for v in curves.values() for r in v)
+    tuned = D.tuned_comparison(d, cfg, progress=False)
+    assert tuned["momentum"]["lr"] in (0.01, 0.1) and len(tuned["adam"]["test_acc"]) == 2
+    assert set(tuned["momentum"]["val"]) == {0.01, 0.1}
+    eq = D.equal_loss_runs(d, cfg, progress=False)
+    for lr, runs in eq.items():
+        assert len(runs) == 2 and all(r["reached"] and r["loss"] <= 0.9 and r["grad_norm2"] > 0 for r in runs)
+    # the larger rate reaches the same loss in fewer steps
+    assert np.mean([r["steps"] for r in eq[0.2]]) < np.mean([r["steps"] for r in eq[0.05]])

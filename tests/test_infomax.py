@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from dlbook import gaussian as G
 from dlbook import infomax as im
-from dlbook.config import ProfileError
+from dlbook.config import ConfigError, ProfileError
 from dlbook.data import ArrayData
 
 LOG2 = math.log(2)
@@ -23,10 +24,10 @@ def test_prior_identity_discrete():
         assert t["mi"] >= 0
 
 
-def test_linear_gaussian_identity_and_mi():
-    g = im.linear_gaussian_terms(1.3, 0.6)
-    assert g["E_kl"] == pytest.approx(g["mi"] + g["kl_agg"], abs=1e-13)
+def test_gaussian_mi():
     assert im.gaussian_mi(0.8) == pytest.approx(0.5108256, abs=1e-6)
+    with pytest.raises(ValueError, match="correlation"):
+        im.gaussian_mi(1.0)
 
 
 def test_js_bounds_and_batch():
@@ -76,30 +77,21 @@ def test_bce_gradient_is_sigmoid_minus_label():
     assert torch.allclose(s.grad, torch.sigmoid(s) / 2)
 
 
-def test_gaussian_kl_hand_value_and_reductions():
-    mu = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    lv = torch.tensor([[0.0, math.log(2.0)]], dtype=torch.float64)
-    want = 0.5 + 0.5 * (1 - math.log(2))
-    assert im.gaussian_kl(mu, lv, "sum").item() == pytest.approx(want, abs=1e-12)
-    assert im.gaussian_kl(mu, lv, "mean").item() == pytest.approx(want / 2, abs=1e-12)
-    assert im.gaussian_kl_np(mu[0].numpy(), lv[0].numpy()) == pytest.approx(want, abs=1e-12)
-    with pytest.raises(ValueError, match="reduction"):
-        im.gaussian_kl(mu, lv, "max")
+def test_bce_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        im.bce_mi_loss(torch.zeros(4), torch.zeros(4, 1))   # would broadcast to (4, 4) silently
 
 
-def test_gaussian_kl_gradient():
-    mu = torch.tensor([[0.3, -1.1]], dtype=torch.float64, requires_grad=True)
-    lv = torch.tensor([[0.4, -0.7]], dtype=torch.float64, requires_grad=True)
-    im.gaussian_kl(mu, lv, "sum").backward()
-    assert torch.allclose(mu.grad, mu.detach())                       # d/dmu = mu
-    assert torch.allclose(lv.grad, 0.5 * (lv.detach().exp() - 1))     # d/dlogvar = (sigma^2 - 1)/2
-    assert torch.autograd.gradcheck(lambda m, l: im.gaussian_kl(m, l, "mean"),
-                                    (mu.detach().requires_grad_(), lv.detach().requires_grad_()))
-
-
-def test_gaussian_kl_monte_carlo():
-    mu, lv = np.array([0.5, -0.2]), np.array([0.3, -0.4])
-    assert im.gaussian_kl_mc(mu, lv, 200_000, seed=0) == pytest.approx(im.gaussian_kl_np(mu, lv), abs=1e-2)
+def test_post_kl_is_the_mean_of_the_shared_gaussian_kl():
+    """The loss averages dlbook.gaussian.gaussian_kl over batch and code dimensions (the post's
+    convention): gamma weighs the textbook KL by gamma / z_dim."""
+    torch.manual_seed(0)
+    m = im.InfoMax(width=0.125, z_dim=8, critic_width=8, alpha=0.0, beta=0.0, gamma=1.0)
+    x = torch.rand(6, 3, 32, 32) - 0.5
+    out = m.losses(x)
+    _, mu, lv = m.encoder(x)
+    assert out["kl"].item() == pytest.approx(G.gaussian_kl(mu, lv).mean().item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(G.gaussian_kl(mu, lv).sum(1).mean().item() / 8, rel=1e-5)
 
 
 def test_quadratic_critic_recovers_mi():
@@ -129,7 +121,7 @@ def test_encoder_and_critic_input_shapes():
     x = torch.rand(6, 3, 32, 32) - 0.5
     c, mu, lv = m.encoder(x)
     assert c.shape == (6, 32, 4, 4) and mu.shape == lv.shape == (6, 16)
-    z = im.reparameterise(mu, lv)
+    z = G.reparameterise(mu, lv)
     perm = torch.roll(torch.arange(6), 1)
     gp, gn = im.global_pairs(z, c, perm, "post")
     assert gp.shape == gn.shape == (6, 32)
@@ -173,7 +165,7 @@ def test_one_view_model_is_the_post_bit_for_bit():
     out = m.losses(x)
     torch.manual_seed(4)
     c, mu, lv = m.encoder(x)
-    z = im.reparameterise(mu, lv)
+    z = G.reparameterise(mu, lv)
     _, pg = im.shuffle_batch(z)
     _, pl = im.shuffle_batch(z)
     gp, gn = im.global_pairs(z, c, pg, "post")
@@ -230,69 +222,142 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="Encoder expects"):
         m.encoder(torch.zeros(3, 32, 32))
     with pytest.raises(ProfileError):
-        im.get_config("huge")
+        im.config("huge")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        im.InfoMax(image_size=30)
+    with pytest.raises(ConfigError, match="gamma"):
+        im.InfoMax(gamma=-0.01)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(seeds=0), dict(gamma=-1.0),
+                                 dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=10),
+                                 dict(knn_every=3), dict(view_epochs=0),
+                                 dict(toy_rhos=(0.5, 1.0)), dict(sweep=((0.0, "both"),))])
+def test_config_refuses_bad_settings(bad):
+    with pytest.raises(ConfigError):
+        im.Config(**bad)
+
+
+def test_equal_encoder_passes():
+    for p in ("smoke", "cpu", "full"):
+        cfg = im.config(p)
+        assert cfg.equal_pass_epochs == 2 * cfg.view_epochs <= cfg.epochs
+    assert im.config("full").equal_pass_epochs == im.config("full").epochs == 50
 
 
 # ------------------------------------------------------------------ training
 def test_short_training_run_moves_the_loss_down():
-    cfg = im.InfomaxConfig(width=0.125, z_dim=8, critic_width=16, batch_size=16, epochs=3, lr=3e-3)
+    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, epochs=4, view_epochs=2, lr=3e-3)
     torch.manual_seed(0)
     x = torch.rand(64, 3, 32, 32) - 0.5
     run = im.train_infomax(cfg, x, snapshot_epochs=(2,), progress=False)
     losses = [e["loss"] for e in run.epochs]
-    assert all(np.isfinite(losses)) and len(losses) == 3
+    assert all(np.isfinite(losses)) and len(losses) == 4
     assert losses[-1] < run.initial["loss"]
     assert 2 in run.snapshots
     enc = im.encoder_from_snapshot(cfg, run.snapshots[2])
     mu, lv = im.encode(enc, x)
     assert mu.shape == (64, 8) and lv.shape == (64, 8) and not enc.training
-    s = im.code_statistics(mu, lv)
+    s = G.code_statistics(mu, lv)
     assert s["agg_var"] > 0 and np.isfinite(s["mean_logvar"])
+    with pytest.raises(ConfigError, match="epochs"):
+        im.train_infomax(cfg, x, epochs=0, progress=False)
 
 
 def test_two_view_training_and_knn_by_epoch():
     rng = np.random.default_rng(0)
     data = im.CifarData(rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
                         rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
-    cfg = im.InfomaxConfig(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3)
-    run = im.train_infomax(cfg, im.images_to_input(data.x_train), views=2, epochs=2, snapshot_epochs=(1, 2),
-                           progress=False)
-    assert run.views == 2 and run.name.endswith("two views") and len(run.epochs) == 2
+    cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3, epochs=4, view_epochs=2,
+                    knn_every=2, sweep_epochs=2, seeds=2)
+    runs = im.train_seeds(cfg, im.images_to_input(data.x_train), views=2, progress=False)
+    run = runs[0]
+    assert [r.seed for r in runs] == [0, 1] and run.views == 2 and run.name.endswith("two views")
+    assert len(run.epochs) == cfg.view_epochs == 2 and sorted(run.snapshots) == [1, 2]
     curve = im.knn_by_epoch(cfg, data, run)
     assert sorted(curve) == [1, 2] and all(0 <= v <= 1 for v in curve.values())
+    by_pass = im.knn_by_passes(cfg, data, runs)     # epochs 1, 2 of two views = 2, 4 encoder passes
+    assert sorted(by_pass) == [2, 4] and all(len(v) == 2 for v in by_pass.values())
 
 
-def test_load_cifar_picks_first_images_of_each_batch(monkeypatch):
-    tr = ArrayData(np.arange(4500, dtype=np.uint8).reshape(4500, 1, 1, 1).repeat(3, -1),
-                   np.arange(4500) % 10, "subset", "cifar-10", "train")
+def test_load_cifar_picks_first_images_of_each_batch_by_canonical_index(monkeypatch):
+    # an offline-subset-like source: the first 3 images of each batch, with canonical indices
+    idx = np.concatenate([b * 10_000 + np.arange(3) for b in range(5)])
+    tr = ArrayData(np.zeros((15, 1, 1, 3), np.uint8), idx % 10, "subset", "cifar-10", "train", idx)
     te = ArrayData(np.zeros((7, 1, 1, 3), np.uint8), np.zeros(7, np.int64), "subset", "cifar-10", "test")
     monkeypatch.setattr(im, "load", lambda name, split, limit=None: tr if split == "train" else te)
-    d = im.load_cifar(im.InfomaxConfig(per_batch=2, n_test=7))
-    assert list(d.y_train) == [0, 1, 900 % 10, 901 % 10, 1800 % 10, 1801 % 10, 2700 % 10, 2701 % 10,
-                               3600 % 10, 3601 % 10]
-    with pytest.raises(ValueError, match="900"):
-        im.load_cifar(im.InfomaxConfig(per_batch=1000))
+    d = im.load_cifar(im.Config(per_batch=2, n_test=7))
+    assert list(d.y_train) == [0, 1] * 5
+    with pytest.raises(ValueError, match="holds"):
+        im.load_cifar(im.Config(per_batch=4, n_test=7))
+    with pytest.raises(ValueError, match="asks for"):
+        im.load_cifar(im.Config(per_batch=2, n_test=8))
+
+
+def test_smoke_profile_reads_the_bundled_sample(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    d = im.load_cifar(im.config("smoke"))
+    assert d.x_train.shape == (250, 32, 32, 3) and d.x_test.shape == (100, 32, 32, 3) and "sample" in d.source
 
 
 def test_profiles_exist_and_full_is_the_post():
-    full = im.get_config("full")
+    full = im.config("full")
     assert (full.width, full.z_dim, full.batch_size, full.epochs, full.lr) == (1.0, 256, 64, 50, 1e-3)
     assert (full.alpha, full.beta, full.gamma) == (0.5, 1.5, 0.01) and full.per_batch is None
-    assert im.get_config("smoke").epochs <= im.get_config("cpu").epochs
+    assert im.config("smoke").epochs <= im.config("cpu").epochs and im.config("cpu").seeds >= 3
 
 
-def test_compare_features_entries():
+def test_compare_features_entries_and_table():
     rng = np.random.default_rng(0)
     data = im.CifarData(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 4,
                         rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
-    cfg = im.InfomaxConfig(width=0.125, z_dim=8, knn_k=3)
+    cfg = im.Config(width=0.125, z_dim=8, knn_k=3)
     enc = im.random_encoder(cfg)
-    out = im.compare_features(cfg, data, {"pix": None, "mu": enc, "loc": (enc, "local")})
-    assert set(out) == {"pix", "mu", "loc"} and "agg_var" in out["mu"] and "agg_var" not in out["loc"]
+    out = im.compare_features(cfg, data, {"pix": None, "cen": ("pixels", "centred"), "mu": enc, "loc": (enc, "local")})
+    assert set(out) == {"pix", "cen", "mu", "loc"} and "agg_var" in out["mu"] and "agg_var" not in out["loc"]
     assert all(0 <= out[k]["knn_acc"] <= 1 for k in out)
-    table = im.feature_table(out, ["pix", "mu"]).splitlines()
-    assert len(table) == 4 and table[0].startswith("| features | top-10 label agreement | 10-NN accuracy")
-    assert table[2].startswith(f"| pix | {out['pix']['agreement']:.3f} |") and table[2].endswith("| nan |")
+    assert out["mu"]["knn_ok"].shape == (12,) and out["mu"]["knn_acc"] == out["mu"]["knn_ok"].mean()
+    table = im.feature_table({**out, "two": [out["mu"], out["mu"]]}, ["pix", "mu", "two"]).splitlines()
+    assert len(table) == 5 and table[0].startswith("| features | top-10 label agreement | 10-NN accuracy")
+    assert table[2].startswith(f"| pix | {out['pix']['agreement']:.3f} |") and table[2].endswith("| - |")
     assert table[3].endswith(f"| {out['mu']['abs_mean_mu']:.3f} |")
+    assert table[4].startswith("| two (2 seeds) |") and "± 0.000" in table[4]
     with pytest.raises(ValueError, match="layer"):
         im.compare_features(cfg, data, {"bad": (enc, "top")})
+    pix = im.pixel_baselines(cfg, data)
+    assert set(pix["best"]) == {"agreement", "knn_acc", "probe_acc"} and "pixels, raw, k=6" in pix["scores"]
+
+
+def test_pixel_features():
+    x = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    raw, cen = (im.pixel_features(x, k) for k in im.PIXEL_KINDS)
+    assert raw.shape == (5, 48) and raw.min() >= -0.5 and raw.max() <= 0.5
+    assert np.allclose(cen.mean(1), 0, atol=1e-6) and np.allclose(raw - cen, (raw - cen)[:, :1], atol=1e-6)
+    with pytest.raises(ValueError, match="preprocessing"):
+        im.pixel_features(x, "whitened")
+
+
+def test_margin_adds_seed_and_image_variance():
+    a = [np.array([1, 1, 0, 1.0]), np.array([1, 0, 0, 1.0])]
+    b = np.array([0, 1, 0, 0.0])
+    m = im.margin(a, b)
+    d = np.stack(a) - b
+    want = math.sqrt(d.mean(1).var(ddof=1) / 2 + d.mean(0).var(ddof=1) / 4)
+    assert m["mean"] == pytest.approx(100 * d.mean()) and m["se"] == pytest.approx(100 * want)
+    assert m["seeds"] == 2 and m["per_seed"] == pytest.approx([50.0, 25.0])
+    one = im.margin([a[0]], [b])                       # one seed: only the image term
+    assert one["se"] == pytest.approx(100 * (a[0] - b).std(ddof=1) / 2)
+    with pytest.raises(ValueError, match="same"):
+        im.margin(a, np.zeros(3))
+
+
+def test_retrieval_figure_tiles_rows_with_make_grid():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    fig = im.retrieval_figure(x, np.arange(20) % 3, [[0, 1, 2, 3], [4, 5, 6, 7]], ["a", "b"], [str(i) for i in range(3)])
+    assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 10
+    assert fig.axes[0].images[0].get_array().shape[:2] == (36, 4 * 34 + 2)
+    plt.close(fig)

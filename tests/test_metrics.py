@@ -1,8 +1,10 @@
 """Generic feature metrics: retrieval, k-NN label agreement and accuracy, linear probe."""
 import numpy as np
 import pytest
+import torch
 
 from dlbook import metrics
+from dlbook.config import ConfigError
 
 
 def test_nearest_neighbours_l2_and_cosine():
@@ -28,6 +30,9 @@ def test_knn_agreement_and_accuracy_hand_example():
     assert metrics.knn_accuracy(bank, yb, q, yq, k=2) == pytest.approx(0.5)
     # leave-one-out inside the bank: each point's other neighbour shares its label
     assert metrics.knn_label_agreement(bank, yb, bank, yb, k=1, exclude_self=True) == 1.0
+    # per query, for paired comparisons
+    assert list(metrics.knn_label_agreement(bank, yb, q, yq, k=2, per_example=True)) == [1.0, 0.0]
+    assert list(metrics.knn_correct(bank, yb, q, yq, k=2)) == [True, False]
 
 
 def test_linear_probe_separable_blobs():
@@ -36,6 +41,8 @@ def test_linear_probe_separable_blobs():
     centres = np.array([[4, 0, 0], [0, 4, 0], [0, 0, 4]])
     x = centres[y] + rng.normal(size=(300, 3))
     assert metrics.linear_probe(x[:200], y[:200], x[200:], y[200:]) > 0.95
+    ok = metrics.linear_probe(x[:200], y[:200], x[200:], y[200:], per_example=True)
+    assert ok.shape == (100,) and ok.dtype == bool and ok.mean() > 0.95
     # random labels cannot be predicted
     yr = rng.integers(0, 3, 300)
     assert metrics.linear_probe(x[:200], yr[:200], x[200:], yr[200:]) < 0.6
@@ -51,3 +58,19 @@ def test_bad_inputs():
         metrics.nearest_neighbours(np.zeros(4), x, 2)
     with pytest.raises(ValueError, match="length"):
         metrics.linear_probe(x, [0, 1], x, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="labels"):
+        metrics.knn_accuracy(x, [0, 1], x, [0, 1, 0, 1], k=1)
+    with pytest.raises(ConfigError, match="k"):
+        metrics.knn_accuracy(x, [0, 1, 0, 1], x, [0, 1, 0, 1], k=0)
+    with pytest.raises(ConfigError, match="weight_decay"):
+        metrics.linear_probe(x, [0, 1, 0, 1], x, [0, 1, 0, 1], weight_decay=-1.0)
+
+
+def test_device_comes_from_the_one_policy(monkeypatch):
+    """metrics searches on dlbook.config.device(): $DLBOOK_DEVICE is honoured."""
+    monkeypatch.setenv("DLBOOK_DEVICE", "cpu")
+    assert metrics._device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("DLBOOK_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="CUDA"):
+            metrics.knn_accuracy(np.eye(3), [0, 1, 2], np.eye(3), [0, 1, 2], k=1)

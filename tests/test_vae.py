@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from dlbook import gaussian as G
 from dlbook import vae
-from dlbook.config import ProfileError
+from dlbook.config import ConfigError, ProfileError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -20,30 +21,14 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def test_gaussian_kl_hand_values():
-    mu = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
-    logvar = torch.tensor([[0.0, 0.0, math.log(4.0)]], dtype=torch.float64)
-    kl = vae.gaussian_kl(mu, logvar)
-    # 0; 1/2 * 1; 1/2 (4 - log 4 - 1)
-    want = torch.tensor([[0.0, 0.5, 0.5 * (3.0 - math.log(4.0))]], dtype=torch.float64)
-    assert torch.allclose(kl, want, atol=1e-12)
-
-
-def test_gaussian_kl_matches_torch_distributions():
-    g = torch.Generator().manual_seed(1)
-    mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
-    logvar = torch.randn(5, 7, generator=g, dtype=torch.float64)
-    d = torch.distributions
-    ref = d.kl_divergence(d.Normal(mu, (0.5 * logvar).exp()), d.Normal(0.0, 1.0))
-    assert torch.allclose(vae.gaussian_kl(mu, logvar), ref, atol=1e-12)
-
-
 def test_bernoulli_nll_sums_pixels():
     logits = torch.zeros(2, 784)
     x = torch.ones(2, 784)
     nll = vae.bernoulli_nll(logits, x)
     assert nll.shape == (2,)
     assert torch.allclose(nll, torch.full((2,), 784 * math.log(2.0)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.bernoulli_nll(logits, 2 * x)
 
 
 def test_vae_loss_hand_value_and_beta():
@@ -54,6 +39,12 @@ def test_vae_loss_hand_value_and_beta():
     assert d.item() == pytest.approx(4 * math.log(2.0))
     assert r.item() == pytest.approx(0.5)
     assert loss.item() == pytest.approx(4 * math.log(2.0) + 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.vae_loss(logits, 255 * x, mu, logvar)               # pixels not scaled to [0, 1]
+    with pytest.raises(ValueError, match="batch"):
+        vae.vae_loss(logits, x, mu.repeat(2, 1), logvar.repeat(2, 1))
+    with pytest.raises(ConfigError, match="beta"):
+        vae.vae_loss(logits, x, mu, logvar, beta=-1.0)
 
 
 def test_vib_equals_vae_for_y_equal_x():
@@ -76,22 +67,30 @@ def test_vib_loss_categorical_hand_value():
     assert kl.item() == pytest.approx(0.0)
 
 
+def test_vib_loss_refuses_shapes_that_would_broadcast():
+    logits, mu, logvar = torch.zeros(4, 10), torch.zeros(4, 3), torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="categorical head"):
+        vae.vib_loss(logits, torch.zeros(4, 1, dtype=torch.long), mu, logvar, 0.1)
+    with pytest.raises(ValueError, match="categorical head"):
+        vae.vib_loss(logits, torch.zeros(4), mu, logvar, 0.1)              # float labels
+    with pytest.raises(ValueError, match="batch"):
+        vae.vib_loss(logits, torch.zeros(4, dtype=torch.long), mu[:2], logvar[:2], 0.1)
+    with pytest.raises(ValueError, match="Bernoulli head"):
+        vae.vib_loss(torch.zeros(4, 784), torch.zeros(4, 1), mu, logvar, 1.0, likelihood="bernoulli")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.vib_loss(torch.zeros(4, 784), torch.full((4, 784), 3.0), mu, logvar, 1.0, likelihood="bernoulli")
+    with pytest.raises(ConfigError, match="lam"):
+        vae.vib_loss(logits, torch.zeros(4, dtype=torch.long), mu, logvar, -0.1)
+
+
 def test_reparameterisation_gradient():
     mu = torch.tensor([0.7, -1.2], dtype=torch.float64, requires_grad=True)
     sigma = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
     eps = torch.randn(200000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    z = vae.reparameterize(mu, 2 * torch.log(sigma), eps)
+    z = G.reparameterise(mu, 2 * torch.log(sigma), eps)
     (z ** 2).sum(-1).mean().backward()
     assert torch.allclose(mu.grad, 2 * mu.detach(), rtol=0.02)
     assert torch.allclose(sigma.grad, 2 * sigma.detach(), rtol=0.02)
-
-
-def test_linear_gaussian_identity_and_tightness():
-    a, s = np.meshgrid(np.linspace(0.1, 2, 7), np.linspace(0.2, 1.5, 6))
-    t = vae.linear_gaussian_terms(a, s)
-    assert np.max(np.abs(t["bound"] - t["mi"] - t["kl_agg"])) < 1e-12
-    tight = vae.linear_gaussian_terms(0.6, 0.8)
-    assert abs(tight["bound"] - tight["mi"]) < 1e-12
 
 
 def test_hinge_and_dual_ascent():
@@ -100,15 +99,10 @@ def test_hinge_and_dual_ascent():
     assert vae.hinge_ib_penalty(lr, 5.0).item() == 0.0
     assert vae.dual_ascent(0.1, 20.0, 10.0, 1e-2) == pytest.approx(0.2)
     assert vae.dual_ascent(0.01, 0.0, 10.0, 1e-2) == 0.0
-
-
-def test_total_correlation_independent_vs_correlated():
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((20000, 3))
-    assert vae.gaussian_total_correlation(z) < 1e-3
-    rho = 0.8
-    z2 = np.stack([z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho ** 2) * z[:, 1]], 1)
-    assert vae.gaussian_total_correlation(z2) == pytest.approx(-0.5 * math.log(1 - rho ** 2), rel=0.05)
+    with pytest.raises(ConfigError, match="step"):
+        vae.dual_ascent(0.1, 1.0, 1.0, -1e-2)
+    with pytest.raises(ValueError, match="budget"):
+        vae.hinge_ib_penalty(lr, float("inf"))
 
 
 def test_interpolation_paths():
@@ -132,12 +126,20 @@ def test_model_shapes_and_bad_inputs():
     c = vae.VIBClassifier(latent=4, hidden=(16,))
     out, mu, logvar = c(torch.rand(6, 784), n_samples=3)
     assert out.shape == (3, 6, 10) and mu.shape == (6, 4)
-    with pytest.raises(ValueError, match="differ"):
-        vae.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="unknown likelihood"):
         vae.vib_loss(out[0], torch.zeros(6, dtype=torch.long), mu, logvar, 1.0, likelihood="poisson")
     with pytest.raises(ProfileError):
         vae.config("huge")
+    with pytest.raises(ConfigError, match="latent"):
+        vae.VAE(latent=0)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(betas=(0.0, -1.0)), dict(seeds=0),
+                                 dict(vib_gain_beta=0.5), dict(vib_gain_seeds=1, vib_seeds=3), dict(vib_ema=1.0),
+                                 dict(wide_runs=((1.0, 0),)), dict(threads=0), dict(lr=0.0)])
+def test_config_refuses_bad_settings(bad):
+    with pytest.raises(ConfigError):
+        replace(vae.config("cpu"), **bad)
 
 
 def _tiny_data(n=400):
@@ -160,7 +162,10 @@ def test_vae_training_lowers_loss():
     assert 0 <= nll <= nelbo + 1e-6
     sens = vae.decoder_sensitivity(m, data.b_test[:20])
     assert sens.shape == (4,) and (sens >= 0).all()
-    with pytest.raises(ValueError, match="beta"):
+    assert ev["R_mu"] + ev["R_sigma"] == pytest.approx(ev["R"])
+    st = vae.code_statistics(m, data.b_test)
+    assert st["tc"] >= 0 and st["sq_norm"] > 0
+    with pytest.raises(ConfigError, match="beta"):
         vae.train_vae(data.b_train, cfg, beta=-1.0, progress=False)
 
 
@@ -174,6 +179,10 @@ def test_vib_training_and_adaptive_beta():
     assert ev["acc_sampled"] > 0.3 and ev["izy_bound"] <= math.log(10) + 1e-9
     _, hist, per_epoch = vae.train_adaptive(data, cfg, target=5.0, progress=False, device="cpu")
     assert per_epoch == 8 and max(hist["beta"]) > 0
+    sweep = {"det": [ev], 1e-3: [ev]}
+    cfg2 = replace(cfg, vib_seeds=1, vib_gain_seeds=2, vib_betas=(1e-3,), vib_epochs=1)
+    gain = vae.vib_gain_runs(data, cfg2, sweep, progress=False)
+    assert len(gain["det"]) == len(gain[1e-3]) == 2 and gain["det"][0] is ev
 
 
 def test_vib_full_profile_options_run():
@@ -185,3 +194,16 @@ def test_vib_full_profile_options_run():
     assert len(h.steps) == 3 * 4  # EMA logs every step
     ev = vae.evaluate_vib(m, data.x_test, data.y_test, n_samples=2)
     assert math.isfinite(ev["ce"]) and ev["rate"] >= 0
+
+
+def test_sweep_forgetting_and_adaptive_runs_cover_every_seed():
+    cfg = replace(vae.config("smoke"), hidden=16, latent=3, latent_wide=4, batch_size=50, betas=(0.0, 1.0),
+                  seeds=2, wide_runs=((1.0, 1),), n_probe=10, vdb_targets=(5.0,), vdb_epochs=1)
+    data = _tiny_data(200)
+    sw = vae.rate_distortion_sweep(data, cfg, seed=3, progress=False)
+    assert sw.seeds == [3, 4] and sw.R.shape == sw.D.shape == (2, 2)
+    assert sw.model(1.0, 1) is sw.models[1][1] and sw.eval(0.0, 1)["R"] == sw.R[1, 0]
+    wide = vae.forgetting_runs(data, cfg, progress=False)
+    assert list(wide) == [1.0] and len(wide[1.0]) == 2 and wide[1.0][0]["eval"]["sensitivity"].shape == (4,)
+    ad = vae.adaptive_runs(data, cfg, progress=False)
+    assert list(ad) == [5.0] and len(ad[5.0]) == 2
