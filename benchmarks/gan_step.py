@@ -55,12 +55,13 @@ def toolkit(x: gr.ImageData, steps: int, dev) -> float:
 
 def by_hand(x: gr.ImageData, steps: int, dev) -> float:
     """What one writes by hand: WGAN-div with the penalty on the real and fake points, one
-    critic step per generator step, Adam, the same batches; losses logged every 10 steps."""
+    critic step per generator step, the same Adam as the toolkit, the same batches; losses
+    logged every 10 steps."""
     G, T = nets()
     G.to(dev).train()
     T.to(dev).train()
-    opt_g = torch.optim.Adam(G.parameters(), CFG.lr, betas=CFG.betas)
-    opt_t = torch.optim.Adam(T.parameters(), CFG.lr, betas=CFG.betas)
+    opt_g = gr._adam(G, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)  # the toolkit's optimiser (fused Adam)
+    opt_t = gr._adam(T, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)
     t0 = time.perf_counter()
     log = []
     for step in range(steps):

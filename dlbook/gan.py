@@ -256,10 +256,17 @@ def _up(t: torch.Tensor) -> torch.Tensor:
 
 def grad_sq_norm(T: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """||grad_x T(x)||^2 per sample, differentiable (create_graph) for a penalty."""
+    return scores_and_grad_sq(T, x, "grad_sq_norm")[1]
+
+
+def scores_and_grad_sq(T: nn.Module, x: torch.Tensor, where: str = "critic") -> tuple[torch.Tensor, torch.Tensor]:
+    """(T(x) as (N,), ||grad_x T(x)||^2 per sample) from ONE pass of T, both differentiable in
+    T's weights: a critic with BatchNorm sees the batch once, as when a penalty and the scores
+    are taken from the same forward pass."""
     x = x.detach().requires_grad_(True)
-    out = scores(T(x), len(x), "grad_sq_norm")
+    out = scores(T(x), len(x), where)
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return _up(g).pow(2).flatten(1).sum(1)
+    return out, _up(g).pow(2).flatten(1).sum(1)
 
 
 def scores(t: torch.Tensor, n: int, where: str = "critic") -> torch.Tensor:
@@ -389,9 +396,10 @@ class WGANDiv(WGAN):
     """Wu et al.: min -E_p T + E_q T + k E_r ||grad T||^p (eq-05-wdiv), no Lipschitz
     constraint; the generator keeps only -E_q T (eq-05-gen, the envelope theorem).
     ``strategy='pool'`` is the post's form, k E over the real and fake points together.
-    ``separate=True`` takes the penalty's critic passes on the real and the fake points
-    separately (what the post's code does; it matters for a BatchNorm critic, whose batch
-    statistics differ between one joint pass and two separate ones)."""
+    ``separate=True`` is what the post's code does: one critic pass on the real batch and one on
+    the fake batch, each giving both the scores and the gradients of the penalty (it matters for
+    a BatchNorm critic, whose batch statistics differ between one joint pass and two separate
+    ones)."""
 
     name = "WGAN-div"
     n_critic = 1
@@ -411,11 +419,14 @@ class WGANDiv(WGAN):
         return self.k * grad_sq_norm(T, x).pow(self.p / 2).mean()  # (eq-05-wdiv): k E_r ||grad T||^p
 
     def critic_loss(self, T, x_real, x_fake):
-        tr, tf = self._both(T, x_real, x_fake)
-        w = tr.mean() - tf.mean()
-        if self.separate:  # equal halves: the mean over the pool is the mean of the two means
-            pen = (self.penalty(T, x_real) + self.penalty(T, x_fake)) / 2
+        if self.separate:  # one pass per batch; equal halves: the mean over the pool is the mean of the two means
+            _same_batch(x_real, x_fake, self.name)
+            (tr, gr2), (tf, gf2) = (scores_and_grad_sq(T, x, self.name) for x in (x_real, x_fake))
+            w = tr.mean() - tf.mean()
+            pen = self.k * (gr2.pow(self.p / 2).mean() + gf2.pow(self.p / 2).mean()) / 2  # (eq-05-wdiv)
         else:
+            tr, tf = self._both(T, x_real, x_fake)
+            w = tr.mean() - tf.mean()
             pen = self.penalty(T, sample_r(self.strategy, x_real, x_fake))
         loss = -w + pen  # (eq-05-wdiv)
         return loss, {"critic": loss.detach(), "w": w.detach(), "penalty": pen.detach()}

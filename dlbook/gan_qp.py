@@ -315,33 +315,46 @@ def qp_generator_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.
 
 class GANQP(gan.GANLoss):
     """GAN-QP as a `dlbook.gan` loss object: critic (eq-06-critic), generator (eq-06-gen).
-    Two critic updates per generator update by default, as in the author's code."""
+    Two critic updates per generator update by default, as in the author's code.
+
+    ``scaled=True`` makes the critic T = lam * t with t the network's output (eq-06-scaled):
+    both losses are then lam times their lam = 1 values, and Adam, which ignores a constant
+    factor on the gradients, trains the same t for every lam."""
 
     name = "GAN-QP"
     n_critic = 2
 
-    def __init__(self, lam: float = 10.0, dist: str = "l1", mode: str = "pair", gen_quadratic: bool = False):
+    def __init__(self, lam: float = 10.0, dist: str = "l1", mode: str = "pair", gen_quadratic: bool = False,
+                 scaled: bool = False):
         if dist not in DISTANCES:
             raise ValueError(f"unknown distance {dist!r}: choose one of {DISTANCES}")
         if mode not in MODES:
             raise ValueError(f"unknown penalty mode {mode!r}: choose one of {MODES}")
         require("GANQP", positive={"lam": lam})
-        self.lam, self.dist, self.mode, self.gen_quadratic = float(lam), dist, mode, gen_quadratic
+        self.lam, self.dist, self.mode, self.gen_quadratic = float(lam), dist, mode, bool(gen_quadratic)
+        self.scaled = bool(scaled)
+
+    def critic_values(self, T, x: torch.Tensor) -> torch.Tensor:
+        """The critic T(x): the network's output, or lam times it when ``scaled`` (eq-06-scaled)."""
+        t = T(x)
+        return self.lam * t if self.scaled else t  # (eq-06-scaled)
 
     def critic_loss(self, T, x_real, x_fake):
-        tr, tf = T(x_real), T(x_fake)
+        tr, tf = self.critic_values(T, x_real), self.critic_values(T, x_fake)
         loss = qp_critic_loss(tr, tf, x_real, x_fake, self.lam, self.dist, self.mode)
         tr, tf = gan.critic_pair(tr, tf, self.name)
         return loss, {"critic": loss.detach(), "delta": (tr - tf).mean().detach()}
 
     def generator_loss(self, T, x_real, x_fake):
-        return qp_generator_loss(T(x_real), T(x_fake), x_real, x_fake, self.lam, self.dist, self.gen_quadratic)
+        return qp_generator_loss(self.critic_values(T, x_real), self.critic_values(T, x_fake), x_real, x_fake,
+                                 self.lam, self.dist, self.gen_quadratic)
 
 
 @torch.no_grad()
-def slope_ratio(T: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, lam: float, dist: str = "euclid") -> np.ndarray:
+def slope_ratio(T, x_real: torch.Tensor, x_fake: torch.Tensor, lam: float, dist: str = "euclid") -> np.ndarray:
     """|Delta_i| / (lam d_i) for each (real, fake) pair: the quantity the optimum bounds by 1
-    (exactly for a binary critic, approximately for a unary one)."""
+    (exactly for a binary critic, approximately for a unary one). ``T``: the critic, a module
+    or any function of a batch."""
     delta = (T(x_real).float() - T(x_fake).float()).reshape(-1)
     return (delta.abs() / (lam * pair_distance(x_real, x_fake, dist) + 1e-12)).cpu().numpy()
 
@@ -359,24 +372,28 @@ COMPARE = {"wgan-gp": ("WGAN-GP", lambda: Method(gan.WGANGP(10.0, "interp"), 5, 
 class Config(Settings):
     """Chapter 06's settings. ``toy``/``image``: the shared toy and image settings (nets,
     budgets, evaluation, image seeds). Toy table: every ``lams`` at ``n_critic``:1 for ``seeds``
-    (Q7, Q8); 1:1 at lambda = 10 for ``fail_seeds``; the quadratic generator loss (Q9) and the
-    broadcast penalty (Q10) at lambda = 10 for ``ablation_seeds``. Image table: GAN-QP
+    (Q7, Q8); ``collapse_lam`` (Q8) for ``collapse_seeds`` too, both as it is and with the
+    critic T = lam t (``scaled``); 1:1 at lambda = 10 for ``fail_seeds``; the quadratic generator
+    loss (Q9) and the broadcast penalty (Q10) at lambda = 10 for ``ablation_seeds`` (a subset of
+    ``seeds``, so that every ablation run has its plain twin). Image table: GAN-QP
     (``image_lam``, ``dist``, 2:1) and the methods named in ``compare`` (Q11)."""
 
     toy: ToyConfig = field(default_factory=lambda: _TOY)
     image: ImageConfig = field(default_factory=ImageConfig)
     lams: tuple[float, ...] = (1.0, 10.0, 100.0)  # Q7 (1, 10) and Q8 (100)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     n_critic: int = 2
-    fail_seeds: tuple[int, ...] = (0, 1)  # 1:1 at lam = 10 (the failure case)
-    ablation_seeds: tuple[int, ...] = (0,)  # Q9 and Q10
+    collapse_lam: float = 100.0  # Q8: the lambda whose runs collapse, plain and scaled
+    collapse_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    fail_seeds: tuple[int, ...] = (0, 1, 2)  # 1:1 at lam = 10 (the failure case)
+    ablation_seeds: tuple[int, ...] = (0, 1, 2)  # Q9 and Q10
     image_lam: float = 10.0
     dist: str = "l1"
     compare: tuple[str, ...] = ()  # Q11 (full): "wgan-gp", "sgan-sn"
 
     SIZES = ("n_critic",)
-    POSITIVE = ("lams", "image_lam")
-    NONNEG = ("seeds", "fail_seeds", "ablation_seeds")
+    POSITIVE = ("lams", "image_lam", "collapse_lam")
+    NONNEG = ("seeds", "collapse_seeds", "fail_seeds", "ablation_seeds")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -385,20 +402,31 @@ class Config(Settings):
         bad = [c for c in self.compare if c not in COMPARE]
         if bad:
             raise ValueError(f"Config: unknown comparison {bad}: choose from {sorted(COMPARE)}")
+        if not self.seeds:
+            raise ValueError("Config: seeds must name at least one seed")
+        if 10.0 not in self.lams or self.collapse_lam not in self.lams:
+            raise ValueError(f"Config: lams {self.lams} must hold 10 (the ablations' lambda) and collapse_lam "
+                             f"{self.collapse_lam:g}")
+        if not set(self.ablation_seeds) <= set(self.seeds):
+            raise ValueError(f"Config: ablation_seeds {self.ablation_seeds} must be among seeds {self.seeds}, so "
+                             "that each ablation has its plain run")
 
 
 CONFIGS = {
-    "smoke": Config(_TOY.smoke(), ImageConfig().smoke(), lams=(1.0, 10.0), seeds=(0,), fail_seeds=(0,)),
-    # MNIST 32x32, the book's default image setting (16 to 64 channels). One thread: on a shared
-    # 2-core machine two OpenMP threads made these small convs much slower (spin-waiting).
-    "cpu": Config(_TOY, ImageConfig(threads=1)),
+    "smoke": Config(_TOY.smoke(), ImageConfig().smoke(), seeds=(0,), collapse_seeds=(0,), fail_seeds=(0,),
+                    ablation_seeds=(0,)),
+    # MNIST 32x32, the book's default image setting (16 to 64 channels), four seeds side by side in
+    # two processes of one thread each (two OpenMP threads on a shared 2-core machine made these
+    # small convs much slower).
+    "cpu": Config(_TOY, ImageConfig(steps=600, eval_every=200, seeds=(0, 1, 2, 3), threads=1, workers=2)),
     "full": Config(
         replace(_TOY, workers=1),
         # CelebA 64x64, the post's networks at that size; WGAN-GP (5:1) and SGAN-SN (1:1) get the
         # same number of generator steps.
         ImageConfig(data="celeba", img_size=64, fit="resize", n_train=60000, z_dim=128, base=64, max_ch=1024,
-                    kernel=5, batch=64, steps=10000, eval_every=1000, n_eval=5000, metric="inception"),
-        seeds=(0, 1, 2), fail_seeds=(0, 1, 2), ablation_seeds=(0, 1, 2), compare=("wgan-gp", "sgan-sn")),
+                    kernel=5, batch=64, steps=10000, eval_every=1000, n_eval=5000, metric="inception",
+                    seeds=(0, 1, 2)),
+        collapse_seeds=(0, 1, 2, 3, 4, 5, 6, 7), compare=("wgan-gp", "sgan-sn")),
 }
 
 
@@ -410,21 +438,26 @@ def config(profile: str | None = None) -> Config:
 
 
 def slope_probe(loss: GANQP, T: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor) -> dict[str, float]:
-    """Quantiles of the slope ratio |Delta_i| / (lam d_i) over real-fake pairs (toy evaluations)."""
-    r = slope_ratio(T, x_real, x_fake, loss.lam, loss.dist)
+    """Quantiles of the slope ratio |Delta_i| / (lam d_i) over real-fake pairs (toy evaluations),
+    for the critic the loss trains (lam t when ``scaled``)."""
+    r = slope_ratio(lambda x: loss.critic_values(T, x), x_real, x_fake, loss.lam, loss.dist)
     return {"ratio_q99": float(np.quantile(r, 0.99)), "ratio_max": float(r.max())}
 
 
 def toy_table(cfg: Config) -> list[ToyJob]:
-    """Q7/Q8: every lambda at n_critic:1 for every seed; the 1:1 failure case at lambda = 10;
-    Q9 (quadratic term in the generator) and Q10 (broadcast penalty) at lambda = 10. Keyed by
+    """Q7/Q8: every lambda at n_critic:1 for every seed, ``collapse_lam`` for the collapse seeds
+    too, plain ("main") and with T = lam t ("scaled"); the 1:1 failure case at lambda = 10; Q9
+    (quadratic term in the generator) and Q10 (broadcast penalty) at lambda = 10. Keyed by
     (name, lambda, seed)."""
 
-    def job(name, lam, seed, n_critic, mode="pair", gen_quad=False):
-        return ToyJob((name, lam, seed), GANQP(lam, "euclid", mode, gen_quad), seed, n_critic, fields=True,
-                      probe=slope_probe)
+    def job(name, lam, seed, n_critic, mode="pair", gen_quad=False, scaled=False):
+        fields = seed == cfg.seeds[0] or lam == cfg.collapse_lam  # the critic heat maps the chapter shows
+        return ToyJob((name, lam, seed), GANQP(lam, "euclid", mode, gen_quad, scaled), seed, n_critic,
+                      fields=fields, probe=slope_probe)
 
     jobs = [job("main", lam, s, cfg.n_critic) for lam in cfg.lams for s in cfg.seeds]
+    jobs += [job("main", cfg.collapse_lam, s, cfg.n_critic) for s in cfg.collapse_seeds if s not in cfg.seeds]
+    jobs += [job("scaled", cfg.collapse_lam, s, cfg.n_critic, scaled=True) for s in cfg.collapse_seeds]
     jobs += [job("1:1", 10.0, s, 1) for s in cfg.fail_seeds]
     jobs += [job("gen-quad", 10.0, s, cfg.n_critic, gen_quad=True) for s in cfg.ablation_seeds]
     jobs += [job("broadcast", 10.0, s, cfg.n_critic, mode="broadcast") for s in cfg.ablation_seeds]

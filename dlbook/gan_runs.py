@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from . import gan
 from .config import Settings, require
-from .train import CheckpointError, History, _plain, load_checkpoint, save_checkpoint
+from .train import CheckpointError, History, _plain, load_checkpoint, run_jobs, save_checkpoint  # noqa: F401
 
 # ======================================================================== seeds and processes
 
@@ -283,8 +283,7 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
 
         ids = [dev.index] if dev.type == "cuda" else None
         Gw, Tw = DDP(G, device_ids=ids), DDP(T, device_ids=ids)
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr, betas=cfg.betas)
-    opt_t = torch.optim.Adam(T.parameters(), cfg.lr, betas=cfg.betas)
+    opt_g, opt_t = _adam(G, cfg, dev), _adam(T, cfg, dev)
     hist, evals, snaps, start, spent = History(), History(), {}, 0, 0.0
     require("train_gan", positive={"stop_at": stop_at}, whole=True)
     loop_key = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "progress")}
@@ -385,6 +384,17 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
     return GANRun(hist, evals, snaps, spent, cfg.steps, cfg.n_critic, seed, loss.name, G, T)
 
 
+def _adam(net: nn.Module, cfg: LoopConfig, dev: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has it for ``dev`` (the same update in one
+    pass over the parameters: small GANs spend a tenth of their step in the optimiser otherwise)."""
+    if dev.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(net.parameters(), cfg.lr, betas=cfg.betas, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch: no fused kernel for this device
+            pass
+    return torch.optim.Adam(net.parameters(), cfg.lr, betas=cfg.betas)
+
+
 def _resume(ckpt: Path, key: Any, steps: int, dev, G, T, opt_g, opt_t, hist: History, evals: History,
             snaps: dict) -> tuple[int, float]:
     s = load_checkpoint(ckpt, map_location=dev)
@@ -411,24 +421,7 @@ def _resume(ckpt: Path, key: Any, steps: int, dev, G, T, opt_g, opt_t, hist: His
 # ======================================================================== jobs in processes
 
 
-def run_jobs(job: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, desc: str = "runs") -> list:
-    """``[job(i) for i in items]``, in ``workers`` spawned processes when > 1 (small GANs use two
-    cores better as two one-thread processes than as one two-thread process). ``job`` must be
-    a module-level function so that it can be sent to the workers."""
-    from tqdm.auto import tqdm
-
-    require("run_jobs", positive={"workers": workers}, whole=True)
-    if workers <= 1 or len(items) <= 1:
-        return [job(i) for i in tqdm(items, desc=desc)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    out: list = [None] * len(items)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(job, it): i for i, it in enumerate(items)}
-        for f in tqdm(as_completed(futs), total=len(futs), desc=desc):
-            out[futs[f]] = f.result()
-    return out
+# run_jobs: the one process-pool runner lives in dlbook.train (imported above)
 
 
 # ======================================================================== 2-D toys
@@ -619,9 +612,10 @@ class ImageConfig(Settings):
     classifier: ClassifierRecipe = ClassifierRecipe()
     checkpoint_every: int = 0
     threads: int | None = None  # CPU threads for the run; None: as set by dlbook.config.threads
+    workers: int = 1  # runs side by side in processes (CPU, one process group only); >1 needs threads
 
     SIZES = ("img_size", "n_train", "z_dim", "base", "max_ch", "kernel", "batch", "steps", "eval_every", "n_eval",
-             "threads")
+             "threads", "workers")
     POSITIVE = ("lr",)
     NONNEG = ("seeds", "checkpoint_every")
     UNIT = ("betas",)
@@ -630,7 +624,7 @@ class ImageConfig(Settings):
         """Tiny nets for a few steps on the bundled sample, one seed: what CI runs to see the
         pipeline work end to end (its numbers mean nothing)."""
         return replace(self, n_train=None, base=4, max_ch=8, batch=16, steps=4, eval_every=2, n_eval=64,
-                       seeds=self.seeds[:1], classifier=ClassifierRecipe(width=8, epochs=5), threads=1)
+                       seeds=self.seeds[:1], classifier=ClassifierRecipe(width=8, epochs=5), threads=1, workers=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -641,6 +635,9 @@ class ImageConfig(Settings):
         if not self.seeds:
             raise ValueError("ImageConfig: seeds must name at least one seed")
         gan._n_layers(self.img_size)
+        if self.workers > 1 and self.threads is None:
+            raise ValueError(f"ImageConfig: {self.workers} workers need threads per worker (threads=1 on a "
+                             "machine with as many cores as workers); set threads")
 
 
 class Method(NamedTuple):
@@ -709,7 +706,8 @@ def generate(G: nn.Module, n: int, z_dim: int, seed: int, device=None, batch: in
 
 
 def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageMetric | None", seed: int = 0,
-              device=None, checkpoint: str | os.PathLike | None = None, desc: str = "") -> GANRun:
+              device=None, checkpoint: str | os.PathLike | None = None, desc: str = "",
+              progress: bool = True) -> GANRun:
     """Train the DCGAN-style pair of ``cfg`` with one loss-table row for ``cfg.steps`` generator
     steps; every ``cfg.eval_every`` steps score ``cfg.n_eval`` samples (classifier-FID ``fd``,
     ``kid``, ``kid_se``) and keep a grid of 64 samples from fixed noise."""
@@ -721,7 +719,7 @@ def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageM
     n_critic = method.n_critic or method.loss.n_critic
     loop = LoopConfig(steps=cfg.steps, batch=cfg.batch, n_critic=n_critic, z_dim=cfg.z_dim, lr=cfg.lr,
                       betas=cfg.betas, log_every=max(1, cfg.eval_every // 10), eval_every=cfg.eval_every,
-                      checkpoint_every=cfg.checkpoint_every)
+                      checkpoint_every=cfg.checkpoint_every, progress=progress)
 
     def evaluate(Gm, Tm, step):
         if metric is None:
@@ -765,6 +763,15 @@ class ImageResult:
         """The lowest evaluation of ``key`` over the run, per seed."""
         return [float(np.nanmin(self.runs[(name, s)].curve(key)[1])) for s in self.seeds(name)]
 
+    def initial(self, name: str, key: str = "fd") -> list[float]:
+        """The first evaluation (step 0, the untrained generator) of ``key`` for each seed."""
+        return [float(self.runs[(name, s)].curve(key)[1][0]) for s in self.seeds(name)]
+
+    def ratio(self, name: str, key: str = "fd") -> list[float]:
+        """Last over first evaluation of ``key`` per seed: how much of the untrained generator's
+        distance is left at the end of the run."""
+        return [b / a for a, b in zip(self.initial(name, key), self.final(name, key))]
+
     def state_dict(self) -> dict:
         return {"runs": {f"{n}\x1f{s}": r.state_dict() for (n, s), r in self.runs.items()}, "metric": self.metric,
                 "source": self.source, "x_shape": list(self.x_shape), "seconds": self.seconds}
@@ -799,18 +806,36 @@ def image_experiment(cfg: ImageConfig, table: Mapping[str, Any], device=None,
     data = load_image_data(cfg)
     if len(data) < cfg.batch:
         raise ValueError(f"image_experiment: {len(data)} training images for a batch of {cfg.batch}")
+    items = []
+    for name, row in rows.items():
+        for seed in cfg.seeds:
+            ck = None
+            if checkpoint_dir is not None:
+                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+                ck = Path(checkpoint_dir) / f"{safe}-seed{seed}.pt"
+            items.append((cfg, name, row, seed, ck))
     with _threads(cfg.threads, dev):
-        metric = image_metric(cfg, dev) if procs.main else None
-        runs = {}
-        for name, row in rows.items():
-            for seed in cfg.seeds:
-                ck = None
-                if checkpoint_dir is not None:
-                    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-                    ck = Path(checkpoint_dir) / f"{safe}-seed{seed}.pt"
-                runs[(name, seed)] = image_run(cfg, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}")
+        metric = image_metric(cfg, dev) if procs.main else None  # trains and caches the classifier once
+        if cfg.workers > 1 and procs.world == 1 and dev.type == "cpu" and len(items) > 1:
+            done = run_jobs(_image_entry, items, cfg.workers, "image runs")
+        else:
+            done = [image_run(c, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}")
+                    for c, name, row, seed, ck in items]
+    runs = {(name, seed): r for (_, name, _, seed, _), r in zip(items, done)}
     info = _broadcast(metric.describe() if metric is not None else None, procs)
     return ImageResult(runs, info, data.source, data.shape, time.perf_counter() - t0)
+
+
+def _image_entry(item: tuple) -> GANRun:
+    """One image run in a worker process (``ImageConfig.workers``): its own data and metric
+    (the classifier read from the cache the parent wrote), ``cfg.threads`` threads, no bars."""
+    cfg, name, row, seed, ck = item
+    dev = torch.device("cpu")
+    with _threads(cfg.threads, dev), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the parent has said everything there is to say about the data
+        data = load_image_data(cfg)
+        metric = image_metric(cfg, dev, progress=False)
+        return image_run(cfg, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}", progress=False)
 
 
 # ======================================================================== classifier-FID and KID
@@ -1128,7 +1153,20 @@ def image_metric(cfg: ImageConfig, device=None, progress: bool = True) -> ImageM
         return clf
 
 
-# ======================================================================== plots
+# ======================================================================== summaries and plots
+
+
+def spread(values: Sequence[float], digits: int = 3) -> str:
+    """Values over seeds as ``mean ± sd [min, max]`` (sample standard deviation; one value
+    alone as itself): how the book reports a stochastic result."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        raise ValueError("spread: no values")
+    f = lambda x: f"{x:.{digits}g}"
+    if v.size == 1:
+        return f(v[0])
+    return f"{f(v.mean())} ± {f(v.std(ddof=1))} [{f(v.min())}, {f(v.max())}]"
+
 
 
 def plot_samples(ax, fake, data: gan.Toy2D | None = None, real=None, title: str | None = None,
@@ -1172,7 +1210,7 @@ def plot_critic(ax, field_, fake=None, data: gan.Toy2D | None = None, levels: Se
     u, t, gn = field_
     im = ax.imshow(t, extent=(u[0], u[-1], u[0], u[-1]), origin="lower", cmap="viridis")
     cs = ax.contour(u, u, gn, levels=sorted(set(levels)), colors="w", linewidths=0.8)
-    ax.clabel(cs, fmt="|∇T|=%g", fontsize=7)
+    ax.clabel(cs, fmt="|∇T|=%g", fontsize=9)
     if fake is not None:
         f = np.asarray(fake)
         ax.scatter(f[:, 0], f[:, 1], s=1, c="r", alpha=0.3)
@@ -1214,7 +1252,7 @@ def plot_image_curves(result: ImageResult, key: str = "fd", x: str = "step", ax=
     ax.set_xlabel("generator step" if x == "step" else "training wall time (s)")
     if log:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 

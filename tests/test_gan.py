@@ -44,6 +44,28 @@ def test_wdiv_penalty_linear_critic_is_k_norm_a_to_the_p():
     assert val(sep) == pytest.approx(val(joint), rel=1e-12)  # equal halves: same mean
 
 
+def test_wdiv_separate_passes_are_the_posts_batchnorm_computation():
+    """separate=True: scores and penalty gradients from one pass per batch, as the post's Keras
+    code (BatchNorm in training mode sees the real batch alone and the fake batch alone)."""
+    torch.manual_seed(0)
+    T = gan.ConvCritic(16, 1, base=4, max_ch=8, norm="bn").double().train()
+    xr, xf = torch.rand(8, 1, 16, 16, dtype=torch.float64), 0.1 * torch.randn(8, 1, 16, 16, dtype=torch.float64)
+    want_pen, tr_tf = 0.0, []
+    for x in (xr, xf):
+        x = x.clone().requires_grad_(True)
+        t = T(x)
+        (g,) = torch.autograd.grad(t.sum(), x, create_graph=True)
+        want_pen = want_pen + g.pow(2).flatten(1).sum(1).pow(3).mean() * 2.0 / 2
+        tr_tf.append(t.mean())
+    loss, logs = gan.WGANDiv(2.0, 6.0, "pool", separate=True).critic_loss(T, xr, xf)
+    assert val(logs["penalty"]) == pytest.approx(val(want_pen), rel=1e-10)
+    assert val(loss) == pytest.approx(val(-(tr_tf[0] - tr_tf[1]) + want_pen), rel=1e-10)
+    joint = gan.WGANDiv(2.0, 6.0, "pool").critic_loss(T, xr, xf)[1]["penalty"]
+    assert abs(val(joint) / val(want_pen) - 1) > 1e-3  # one joint pass normalises with both batches
+    loss.backward()  # differentiable in the critic's weights
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in T.parameters())
+
+
 def test_wdiv_critic_loss_hand_value():
     T = Linear([3.0, 4.0], b=0.7)
     loss, logs = gan.WGANDiv(k=0.5, p=3.0).critic_loss(T, XR, XF)

@@ -178,19 +178,57 @@ def test_configs_and_tables():
     for p in ("smoke", "cpu", "full"):
         cfg = Q.config(p)
         assert cfg.n_critic == 2 and cfg.image_lam == 10.0 and cfg.image.fit in ("pad", "resize")
-    jobs = Q.toy_table(Q.config("cpu"))
+    cpu = Q.config("cpu")
+    jobs = Q.toy_table(cpu)
     keys = {j.key for j in jobs}
+    assert len(keys) == len(jobs)
     assert ("main", 1.0, 1) in keys and ("1:1", 10.0, 0) in keys and ("broadcast", 10.0, 0) in keys
     assert {j.key: j.n_critic for j in jobs}[("1:1", 10.0, 0)] == 1
+    # Q8: at least four seeds of lambda = 100, plain and with T = lambda t
+    assert len(cpu.collapse_seeds) >= 4 and len(cpu.seeds) >= 3
+    assert all(("main", 100.0, s) in keys and ("scaled", 100.0, s) in keys for s in cpu.collapse_seeds)
+    assert all(j.loss.scaled == (j.key[0] == "scaled") for j in jobs)
+    # every ablation has its plain twin (Q9 is paired by seed)
+    assert all(("main", 10.0, s) in keys for s in cpu.ablation_seeds) and len(cpu.ablation_seeds) >= 3
     full = Q.image_table(Q.config("full"))
     assert list(full) == ["GAN-QP", "WGAN-GP", "SGAN-SN"] and full["SGAN-SN"].critic_norm == "sn"
-    assert list(Q.image_table(Q.config("cpu"))) == ["GAN-QP"]
+    assert list(Q.image_table(cpu)) == ["GAN-QP"]
     with pytest.raises(ValueError, match="unknown comparison"):
-        replace(Q.config("cpu"), compare=("lsgan",))
+        replace(cpu, compare=("lsgan",))
     with pytest.raises(ValueError, match="lams"):
-        replace(Q.config("cpu"), lams=(1.0, -10.0))
+        replace(cpu, lams=(1.0, -10.0))
     with pytest.raises(ValueError, match="n_critic"):
-        replace(Q.config("cpu"), n_critic=0)
+        replace(cpu, n_critic=0)
+    with pytest.raises(ValueError, match="collapse_lam"):
+        replace(cpu, collapse_lam=30.0)
+    with pytest.raises(ValueError, match="ablation_seeds"):
+        replace(cpu, ablation_seeds=(7,))
+    with pytest.raises(ValueError, match="collapse_seeds"):
+        replace(cpu, collapse_seeds=(0, -2))
+
+
+def test_scaled_critic_makes_lambda_a_pure_scale_of_both_losses():
+    torch.manual_seed(0)
+    G, T = gan.mlp(2, 2, 16, 2).double(), gan.mlp(2, 1, 16, 2, "lrelu").double()
+    xr, z = torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+    out = {}
+    for lam in (1.0, 100.0):
+        loss = Q.GANQP(lam, "euclid", scaled=True)
+        lt = loss.critic_loss(T, xr, G(z).detach())[0]
+        lg = loss.generator_loss(T, xr, G(z))
+        out[lam] = (lt, torch.autograd.grad(lt, list(T.parameters())), lg,
+                    torch.autograd.grad(lg, list(G.parameters())))
+    assert out[100.0][0].item() == pytest.approx(100 * out[1.0][0].item(), rel=1e-12)
+    assert out[100.0][2].item() == pytest.approx(100 * out[1.0][2].item(), rel=1e-12)
+    for a, b in zip(out[1.0][1] + out[1.0][3], out[100.0][1] + out[100.0][3]):
+        assert torch.allclose(b, 100 * a, rtol=1e-12, atol=0)
+    # the critic it trains is lam t, and the slope probe measures that critic
+    loss = Q.GANQP(100.0, "euclid", scaled=True)
+    assert torch.allclose(loss.critic_values(T, xr), 100 * T(xr))
+    r = Q.slope_probe(loss, T, xr, G(z).detach())
+    r1 = Q.slope_probe(Q.GANQP(100.0, "euclid"), T, xr, G(z).detach())
+    assert r["ratio_max"] == pytest.approx(100 * r1["ratio_max"], rel=1e-5)  # the probe works in float32
+    assert "scaled=True" in repr(loss)  # so a checkpoint of the plain run never resumes a scaled one
 
 
 def test_slope_probe_and_a_toy_job():

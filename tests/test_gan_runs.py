@@ -64,6 +64,10 @@ def test_bad_settings_are_refused_where_they_enter():
         gr.ImageConfig(metric="fid")
     with pytest.raises(ValueError, match="at least one seed"):
         gr.ImageConfig(seeds=())
+    with pytest.raises(ConfigError, match="workers"):
+        gr.ImageConfig(workers=0, threads=1)
+    with pytest.raises(ValueError, match="threads per worker"):
+        gr.ImageConfig(workers=2)
     with pytest.raises(ConfigError, match="depth"):
         gr.ToyConfig(depth=0)
     with pytest.raises(ValueError, match="unknown toy data"):
@@ -339,6 +343,30 @@ def test_image_experiment_compares_a_loss_table_over_seeds(cache, tmp_path):
         assert ax.get_ylabel() == "classifier-FID"
     with pytest.raises(ValueError, match="empty"):
         gr.image_experiment(cfg, {})
+
+
+def test_image_runs_in_worker_processes_repeat_the_runs_of_one_process(cache):
+    cfg = gr.ImageConfig(data="mnist", img_size=16, fit="resize", n_train=None, z_dim=8, base=4, max_ch=8, batch=8,
+                         steps=3, eval_every=3, n_eval=32, seeds=(0, 1), threads=1,
+                         classifier=gr.ClassifierRecipe(width=8, epochs=1))
+    table = {"WGAN-div": gr.Method(gan.WGANDiv(separate=True), 1, "bn")}
+    one = gr.image_experiment(cfg, table, device="cpu")
+    two = gr.image_experiment(replace(cfg, workers=2), table, device="cpu")
+    assert list(two.runs) == list(one.runs) == [("WGAN-div", 0), ("WGAN-div", 1)]
+    for k in one.runs:
+        assert two.runs[k].curve("fd")[1].tolist() == one.runs[k].curve("fd")[1].tolist()
+        assert two.runs[k].history["critic"] == one.runs[k].history["critic"]
+    assert {k: v for k, v in two.metric.items() if k != "cached"} == {k: v for k, v in one.metric.items() if k != "cached"}
+    assert one.initial("WGAN-div") == [one.runs[("WGAN-div", s)].at("fd", 0) for s in (0, 1)]
+    assert one.ratio("WGAN-div") == pytest.approx([b / a for a, b in zip(one.initial("WGAN-div"),
+                                                                         one.final("WGAN-div"))])
+
+
+def test_spread_reports_mean_sd_and_range():
+    assert gr.spread([1.0, 2.0, 3.0]) == "2 ± 1 [1, 3]"
+    assert gr.spread([0.5]) == "0.5"
+    with pytest.raises(ValueError, match="no values"):
+        gr.spread([])
 
 
 def test_smoke_settings_are_small_versions_of_the_same_experiment():
