@@ -7,8 +7,9 @@ Three parts:
    with a closed-form optimum, the unary critic as a graph-Laplacian solve, two Gaussians
    by quadrature);
 2. the GAN-QP critic and generator losses (torch), each a transcription of its equation;
-3. per-profile settings and the experiment entry points (8 Gaussians, images). The networks,
-   training loop, toy data, metrics and proxy-FID come from the shared toolkit `dlbook.gan`.
+3. the per-profile settings and the chapter's loss tables (8 Gaussians, images). The nets,
+   toy data and the other losses come from `dlbook.gan`; the training loop, the experiments
+   and their metrics from `dlbook.gan_runs`.
 
 Sign convention (as in `dlbook.gan`): the critic ``T`` is HIGH on real data and every loss
 is a quantity to MINIMISE.
@@ -16,15 +17,15 @@ is a quantity to MINIMISE.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import gan
-from .config import by_profile
+from .config import Settings, by_profile, require
+from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
 
 LOG2 = math.log(2.0)
 
@@ -252,11 +253,6 @@ DISTANCES = ("l1", "l2", "euclid")
 MODES = ("pair", "broadcast")
 
 
-def _wide(t: torch.Tensor) -> torch.Tensor:
-    """At least float32 (half/bf16 under autocast are widened; float64 stays float64)."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def pair_distance(x_real: torch.Tensor, x_fake: torch.Tensor, dist: str = "l1") -> torch.Tensor:
     """d(x_r,i, x_f,i) per pair, shape (N,). As in the author's code, 'l1' and 'l2' are
     per-element AVERAGES: mean |x_r - x_f| and sqrt(mean (x_r - x_f)^2); 'euclid' is the
@@ -265,7 +261,7 @@ def pair_distance(x_real: torch.Tensor, x_fake: torch.Tensor, dist: str = "l1") 
         raise ValueError(f"unknown distance {dist!r}: choose one of {DISTANCES}")
     if x_real.shape != x_fake.shape:
         raise ValueError(f"pair_distance: real {tuple(x_real.shape)} and fake {tuple(x_fake.shape)} differ")
-    diff = _wide((x_real - x_fake).flatten(1))
+    diff = gan._up((x_real - x_fake).flatten(1))
     if dist == "l1":
         return diff.abs().mean(1)
     if dist == "l2":
@@ -282,14 +278,12 @@ def qp_critic_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.Ten
     became mean_{i,j} Delta_i^2 / (2 lam d_j). ``eps`` guards d = 0 (identical pair)."""
     if mode not in MODES:
         raise ValueError(f"unknown penalty mode {mode!r}: choose one of {MODES}")
-    if not lam > 0:
-        raise ValueError(f"lam must be positive, got {lam}")
-    t_real, t_fake = _wide(t_real).reshape(len(t_real), -1), _wide(t_fake).reshape(len(t_fake), -1)
-    if t_real.shape != t_fake.shape or t_real.shape[1] != 1:
-        raise ValueError(f"critic outputs must both be (N,) or (N, 1), got {tuple(t_real.shape)}, {tuple(t_fake.shape)}")
+    require("qp_critic_loss", positive={"lam": lam})
+    t_real, t_fake = gan.critic_pair(t_real, t_fake, "qp_critic_loss")
+    gan._same_batch(x_real, x_fake, "qp_critic_loss")
     if len(x_real) != len(t_real):
-        raise ValueError(f"{len(t_real)} critic outputs for {len(x_real)} samples")
-    delta = (t_real - t_fake)[:, 0]  # (N,)
+        raise ValueError(f"qp_critic_loss: {len(t_real)} critic outputs for {len(x_real)} samples")
+    delta = t_real - t_fake  # (N,)
     d = pair_distance(x_real, x_fake, dist) + eps  # (N,)
     if mode == "pair":
         pen = delta.pow(2) / (2 * lam * d)  # (eq-06-critic)
@@ -305,114 +299,134 @@ def qp_generator_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.
 
     ``quadratic=True`` is the ablation the post warns against: the generator minimises the
     critic's whole objective mean [Delta - Delta^2 / (2 lam d)] (eq-06-gen-quad)."""
-    delta = _wide(t_real).reshape(-1) - _wide(t_fake).reshape(-1)
+    t_real, t_fake = gan.critic_pair(t_real, t_fake, "qp_generator_loss")
+    delta = t_real - t_fake
     if not quadratic:
         return delta.mean()  # (eq-06-gen)
     if x_real is None or x_fake is None:
         raise ValueError("the quadratic generator loss needs x_real and x_fake for the distance")
+    require("qp_generator_loss", positive={"lam": lam})
+    gan._same_batch(x_real, x_fake, "qp_generator_loss")
+    if len(x_real) != len(delta):
+        raise ValueError(f"qp_generator_loss: {len(delta)} critic outputs for {len(x_real)} samples")
     d = pair_distance(x_real, x_fake, dist) + eps
     return (delta - delta.pow(2) / (2 * lam * d)).mean()  # (eq-06-gen-quad)
 
 
 class GANQP(gan.GANLoss):
     """GAN-QP as a `dlbook.gan` loss object: critic (eq-06-critic), generator (eq-06-gen).
-    Two critic updates per generator update by default, as in the author's code."""
+    Two critic updates per generator update by default, as in the author's code.
+
+    ``scaled=True`` makes the critic T = lam * t with t the network's output (eq-06-scaled):
+    both losses are then lam times their lam = 1 values, and Adam, which ignores a constant
+    factor on the gradients, trains the same t for every lam."""
 
     name = "GAN-QP"
     n_critic = 2
 
-    def __init__(self, lam: float = 10.0, dist: str = "l1", mode: str = "pair", gen_quadratic: bool = False):
+    def __init__(self, lam: float = 10.0, dist: str = "l1", mode: str = "pair", gen_quadratic: bool = False,
+                 scaled: bool = False):
         if dist not in DISTANCES:
             raise ValueError(f"unknown distance {dist!r}: choose one of {DISTANCES}")
         if mode not in MODES:
             raise ValueError(f"unknown penalty mode {mode!r}: choose one of {MODES}")
-        if not lam > 0:
-            raise ValueError(f"lam must be positive, got {lam}")
-        self.lam, self.dist, self.mode, self.gen_quadratic = float(lam), dist, mode, gen_quadratic
+        require("GANQP", positive={"lam": lam})
+        self.lam, self.dist, self.mode, self.gen_quadratic = float(lam), dist, mode, bool(gen_quadratic)
+        self.scaled = bool(scaled)
+
+    def critic_values(self, T, x: torch.Tensor) -> torch.Tensor:
+        """The critic T(x): the network's output, or lam times it when ``scaled`` (eq-06-scaled)."""
+        t = T(x)
+        return self.lam * t if self.scaled else t  # (eq-06-scaled)
 
     def critic_loss(self, T, x_real, x_fake):
-        tr, tf = T(x_real), T(x_fake)
+        tr, tf = self.critic_values(T, x_real), self.critic_values(T, x_fake)
         loss = qp_critic_loss(tr, tf, x_real, x_fake, self.lam, self.dist, self.mode)
-        delta = (tr.float() - tf.float()).reshape(-1)
-        return loss, {"critic": loss.detach(), "delta": delta.mean().detach()}
+        tr, tf = gan.critic_pair(tr, tf, self.name)
+        return loss, {"critic": loss.detach(), "delta": (tr - tf).mean().detach()}
 
     def generator_loss(self, T, x_real, x_fake):
-        return qp_generator_loss(T(x_real), T(x_fake), x_real, x_fake, self.lam, self.dist, self.gen_quadratic)
+        return qp_generator_loss(self.critic_values(T, x_real), self.critic_values(T, x_fake), x_real, x_fake,
+                                 self.lam, self.dist, self.gen_quadratic)
 
 
 @torch.no_grad()
-def slope_ratio(T: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, lam: float, dist: str = "euclid") -> np.ndarray:
+def slope_ratio(T, x_real: torch.Tensor, x_fake: torch.Tensor, lam: float, dist: str = "euclid") -> np.ndarray:
     """|Delta_i| / (lam d_i) for each (real, fake) pair: the quantity the optimum bounds by 1
-    (exactly for a binary critic, approximately for a unary one)."""
+    (exactly for a binary critic, approximately for a unary one). ``T``: the critic, a module
+    or any function of a batch."""
     delta = (T(x_real).float() - T(x_fake).float()).reshape(-1)
     return (delta.abs() / (lam * pair_distance(x_real, x_fake, dist) + 1e-12)).cpu().numpy()
 
 
 # ======================================================================== 3. experiments
 
+_TOY = ToyConfig(eval_every=250, field_n=81)  # evaluations every 250 steps, coarser heat maps
+
+# Q11's comparisons (full): name in the table, and its row (loss, critic updates, critic norm).
+COMPARE = {"wgan-gp": ("WGAN-GP", lambda: Method(gan.WGANGP(10.0, "interp"), 5, "ln")),
+           "sgan-sn": ("SGAN-SN", lambda: Method(gan.StandardGAN(), 1, "sn"))}
+
 
 @dataclass(frozen=True)
-class ToyConfig:
-    data: str = "8gaussians"
-    steps: int = 4000  # generator steps
-    batch: int = 256
-    width: int = 128
-    depth: int = 3
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+class Config(Settings):
+    """Chapter 06's settings. ``toy``/``image``: the shared toy and image settings (nets,
+    budgets, evaluation, image seeds). Toy table: every ``lams`` at ``n_critic``:1 for ``seeds``
+    (Q7, Q8); ``collapse_lam`` (Q8) for ``collapse_seeds`` too, both as it is and with the
+    critic T = lam t (``scaled``); 1:1 at lambda = 10 for ``fail_seeds``; the quadratic generator
+    loss (Q9) and the broadcast penalty (Q10) at lambda = 10 for ``ablation_seeds`` (a subset of
+    ``seeds``, so that every ablation run has its plain twin). Image table: GAN-QP
+    (``image_lam``, ``dist``, 2:1) and the methods named in ``compare`` (Q11)."""
+
+    toy: ToyConfig = field(default_factory=lambda: _TOY)
+    image: ImageConfig = field(default_factory=ImageConfig)
     lams: tuple[float, ...] = (1.0, 10.0, 100.0)  # Q7 (1, 10) and Q8 (100)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     n_critic: int = 2
-    fail_seeds: tuple[int, ...] = (0, 1)  # 1:1 at lam = 10 (the failure case)
-    ablation_seeds: tuple[int, ...] = (0,)  # Q9 and Q10
-    eval_every: int = 250
-    n_eval: int = 4000
-    n_show: int = 1500
-    field_n: int = 81
-    workers: int = 2
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    data: str = "mnist"
-    img_size: int = 32
-    channels: int = 1
-    n_train: int = 14000
-    z_dim: int = 64
-    base: int = 16
-    max_ch: int = 64
-    kernel: int = 4
-    batch: int = 64
-    steps: int = 1000  # generator steps
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    lam: float = 10.0
+    collapse_lam: float = 100.0  # Q8: the lambda whose runs collapse, plain and scaled
+    collapse_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    fail_seeds: tuple[int, ...] = (0, 1, 2)  # 1:1 at lam = 10 (the failure case)
+    ablation_seeds: tuple[int, ...] = (0, 1, 2)  # Q9 and Q10
+    image_lam: float = 10.0
     dist: str = "l1"
-    eval_every: int = 200
-    n_fid: int = 1000
-    fid_steps: int = 400
     compare: tuple[str, ...] = ()  # Q11 (full): "wgan-gp", "sgan-sn"
 
+    SIZES = ("n_critic",)
+    POSITIVE = ("lams", "image_lam", "collapse_lam")
+    NONNEG = ("seeds", "collapse_seeds", "fail_seeds", "ablation_seeds")
 
-@dataclass(frozen=True)
-class Config:
-    toy: ToyConfig
-    image: ImageConfig
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dist not in DISTANCES:
+            raise ValueError(f"Config: unknown distance {self.dist!r}: choose one of {DISTANCES}")
+        bad = [c for c in self.compare if c not in COMPARE]
+        if bad:
+            raise ValueError(f"Config: unknown comparison {bad}: choose from {sorted(COMPARE)}")
+        if not self.seeds:
+            raise ValueError("Config: seeds must name at least one seed")
+        if 10.0 not in self.lams or self.collapse_lam not in self.lams:
+            raise ValueError(f"Config: lams {self.lams} must hold 10 (the ablations' lambda) and collapse_lam "
+                             f"{self.collapse_lam:g}")
+        if not set(self.ablation_seeds) <= set(self.seeds):
+            raise ValueError(f"Config: ablation_seeds {self.ablation_seeds} must be among seeds {self.seeds}, so "
+                             "that each ablation has its plain run")
 
 
 CONFIGS = {
-    "smoke": Config(
-        ToyConfig(steps=40, batch=64, width=32, lams=(1.0, 10.0), seeds=(0,), fail_seeds=(0,), eval_every=20,
-                  n_eval=500, n_show=300, field_n=31, workers=1),
-        ImageConfig(n_train=256, steps=4, batch=16, eval_every=2, n_fid=64, fid_steps=5, base=8, max_ch=16)),
-    "cpu": Config(ToyConfig(), ImageConfig()),
+    "smoke": Config(_TOY.smoke(), ImageConfig().smoke(), seeds=(0,), collapse_seeds=(0,), fail_seeds=(0,),
+                    ablation_seeds=(0,)),
+    # MNIST 32x32, the book's default image setting (16 to 64 channels), four seeds side by side in
+    # two processes of one thread each (two OpenMP threads on a shared 2-core machine made these
+    # small convs much slower).
+    "cpu": Config(_TOY, ImageConfig(steps=600, eval_every=200, seeds=(0, 1, 2, 3), threads=1, workers=2)),
     "full": Config(
-        ToyConfig(seeds=(0, 1, 2), fail_seeds=(0, 1, 2), ablation_seeds=(0, 1, 2), workers=1),
+        replace(_TOY, workers=1),
         # CelebA 64x64, the post's networks at that size; WGAN-GP (5:1) and SGAN-SN (1:1) get the
-        # same number of generator steps. Untested here (no GPU): an estimate is ~25 min on an H100.
-        ImageConfig(data="celeba", img_size=64, channels=3, n_train=60000, z_dim=128, base=64, max_ch=1024,
-                    kernel=5, batch=64, steps=10000, eval_every=1000, n_fid=5000, fid_steps=2000,
-                    compare=("wgan-gp", "sgan-sn"))),
+        # same number of generator steps.
+        ImageConfig(data="celeba", img_size=64, fit="resize", n_train=60000, z_dim=128, base=64, max_ch=1024,
+                    kernel=5, batch=64, steps=10000, eval_every=1000, n_eval=5000, metric="inception",
+                    seeds=(0, 1, 2)),
+        collapse_seeds=(0, 1, 2, 3, 4, 5, 6, 7), compare=("wgan-gp", "sgan-sn")),
 }
 
 
@@ -420,149 +434,42 @@ def config(profile: str | None = None) -> Config:
     return by_profile(CONFIGS, profile)
 
 
-# ---------------------------------------------------------------- 8 Gaussians
+# ---------------------------------------------------------------- the loss tables
 
 
-def toy_specs(cfg: ToyConfig) -> list[dict]:
-    """Q7/Q8: every lam at 2:1 for every seed; the 1:1 failure case at lam = 10;
-    Q9 (quadratic term in the generator) and Q10 (broadcast penalty) at lam = 10."""
-    specs = [dict(name="main", lam=lam, seed=s, n_critic=cfg.n_critic, mode="pair", gen_quad=False)
-             for lam in cfg.lams for s in cfg.seeds]
-    specs += [dict(name="1:1", lam=10.0, seed=s, n_critic=1, mode="pair", gen_quad=False) for s in cfg.fail_seeds]
-    specs += [dict(name="gen-quad", lam=10.0, seed=s, n_critic=cfg.n_critic, mode="pair", gen_quad=True)
-              for s in cfg.ablation_seeds]
-    specs += [dict(name="broadcast", lam=10.0, seed=s, n_critic=cfg.n_critic, mode="broadcast", gen_quad=False)
-              for s in cfg.ablation_seeds]
-    specs.sort(key=lambda s: -s["n_critic"])  # longest first keeps a worker pool busy
-    return [dict(s, cfg=asdict(cfg)) for s in specs]
+def slope_probe(loss: GANQP, T: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor) -> dict[str, float]:
+    """Quantiles of the slope ratio |Delta_i| / (lam d_i) over real-fake pairs (toy evaluations),
+    for the critic the loss trains (lam t when ``scaled``)."""
+    r = slope_ratio(lambda x: loss.critic_values(T, x), x_real, x_fake, loss.lam, loss.dist)
+    return {"ratio_q99": float(np.quantile(r, 0.99)), "ratio_max": float(r.max())}
 
 
-def _toy_job(spec: dict) -> dict:
-    """One toy run (top level, so that spawned worker processes can run it)."""
-    torch.set_num_threads(1)
-    cfg = ToyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["cfg"].items()})
-    data = gan.toy_dataset(cfg.data)
-    seed, lam = spec["seed"], spec["lam"]
-    torch.manual_seed(seed)
-    G = gan.mlp(2, 2, cfg.width, cfg.depth, "relu")
-    T = gan.mlp(2, 1, cfg.width, cfg.depth, "lrelu")
-    loss = GANQP(lam, "euclid", spec["mode"], spec["gen_quad"])
-    gcfg = gan.GANConfig(steps=cfg.steps, n_critic=spec["n_critic"], batch=cfg.batch, lr=cfg.lr, betas=cfg.betas,
-                         z_dim=2, eval_every=cfg.eval_every, snapshot_every=cfg.eval_every, progress=False)
-    zeval = torch.randn(cfg.n_eval, 2, generator=torch.Generator().manual_seed(10_000 + seed))
-    xeval = data.sample(cfg.n_eval, torch.Generator().manual_seed(20_000 + seed))
+def toy_table(cfg: Config) -> list[ToyJob]:
+    """Q7/Q8: every lambda at n_critic:1 for every seed, ``collapse_lam`` for the collapse seeds
+    too, plain ("main") and with T = lam t ("scaled"); the 1:1 failure case at lambda = 10; Q9
+    (quadratic term in the generator) and Q10 (broadcast penalty) at lambda = 10. Keyed by
+    (name, lambda, seed)."""
 
-    def evaluate(Gm, step):
-        with torch.no_grad():
-            x = Gm(zeval)
-        modes, qual = gan.mode_metrics(x, data.centres, data.std)
-        r = slope_ratio(T, xeval, x, lam, "euclid")
-        return {"modes": modes, "quality": qual, "ratio_q99": float(np.quantile(r, 0.99)),
-                "ratio_max": float(r.max())}
+    def job(name, lam, seed, n_critic, mode="pair", gen_quad=False, scaled=False):
+        fields = seed == cfg.seeds[0] or lam == cfg.collapse_lam  # the critic heat maps the chapter shows
+        return ToyJob((name, lam, seed), GANQP(lam, "euclid", mode, gen_quad, scaled), seed, n_critic,
+                      fields=fields, probe=slope_probe)
 
-    def snapshot(Gm, step):
-        with torch.no_grad():
-            x = Gm(zeval[: cfg.n_show]).numpy()
-        return {"x": x, "field": gan.critic_field(T, data.lim, cfg.field_n)}
-
-    hist = gan.train_gan(G, T, loss, data.sample, gcfg, seed=seed, evaluate=evaluate, snapshot=snapshot)
-    return {"spec": {k: v for k, v in spec.items() if k != "cfg"}, "evals": hist.evals,
-            "snapshots": hist.snapshots, "metrics": hist.metrics, "log_steps": hist.steps,
-            "seconds": hist.seconds}
+    jobs = [job("main", lam, s, cfg.n_critic) for lam in cfg.lams for s in cfg.seeds]
+    jobs += [job("main", cfg.collapse_lam, s, cfg.n_critic) for s in cfg.collapse_seeds if s not in cfg.seeds]
+    jobs += [job("scaled", cfg.collapse_lam, s, cfg.n_critic, scaled=True) for s in cfg.collapse_seeds]
+    jobs += [job("1:1", 10.0, s, 1) for s in cfg.fail_seeds]
+    jobs += [job("gen-quad", 10.0, s, cfg.n_critic, gen_quad=True) for s in cfg.ablation_seeds]
+    jobs += [job("broadcast", 10.0, s, cfg.n_critic, mode="broadcast") for s in cfg.ablation_seeds]
+    return jobs
 
 
-def run_jobs(specs: list[dict], workers: int = 1, desc: str = "GAN-QP toy runs") -> list[dict]:
-    """Run the toy jobs `specs` (see `gan.run_jobs`)."""
-    return gan.run_jobs(_toy_job, specs, workers, desc)
-
-
-def toy_experiment(cfg: ToyConfig) -> dict:
-    """All toy runs of Q7-Q10, keyed by (name, lam, seed)."""
-    t0 = time.perf_counter()
-    runs = run_jobs(toy_specs(cfg), cfg.workers)
-    out = {(r["spec"]["name"], r["spec"]["lam"], r["spec"]["seed"]): r for r in runs}
-    return {"runs": out, "seconds": time.perf_counter() - t0, "cfg": cfg}
-
-
-def first_full_coverage(run: dict, n_modes: int = 8) -> int | None:
-    """The first evaluated step with every mode covered (None if never)."""
-    for step in sorted(run["evals"]):
-        if run["evals"][step]["modes"] == n_modes:
-            return step
-    return None
-
-
-def at_step(run: dict, key: str, step: int | None = None) -> float:
-    """An evaluated metric at ``step`` (default: the last evaluation)."""
-    ev = run["evals"]
-    return float(ev[max(ev) if step is None else step][key])
-
-
-# ---------------------------------------------------------------- images
-
-
-def spectral_critic(cfg: ImageConfig) -> nn.Module:
-    """The conv critic without normalisation layers and with spectral normalisation on every
-    conv and linear layer (the critic of SGAN-SN in the paper's comparison)."""
-    T = gan.ConvCritic(cfg.img_size, cfg.channels, cfg.base, cfg.max_ch, cfg.kernel, "none")
-    for m in list(T.modules()):
-        for name, child in list(m.named_children()):
-            if isinstance(child, (nn.Conv2d, nn.Linear)):
-                setattr(m, name, nn.utils.parametrizations.spectral_norm(child))
-    return T
-
-
-def image_losses(cfg: ImageConfig) -> dict[str, tuple[gan.GANLoss, int, str]]:
-    """name -> (loss, critic updates per generator update, critic kind)."""
-    out = {"GAN-QP": (GANQP(cfg.lam, cfg.dist), 2, "bn")}
-    if "wgan-gp" in cfg.compare:
-        out["WGAN-GP"] = (gan.WGANGP(10.0, "interp"), 5, "ln")
-    if "sgan-sn" in cfg.compare:
-        out["SGAN-SN"] = (gan.StandardGAN(), 1, "sn")
-    return out
-
-
-def image_run(cfg: ImageConfig, x: torch.Tensor, fid, loss: gan.GANLoss, n_critic: int, critic: str,
-              seed: int = 0, device=None, desc: str = "") -> dict:
-    """Train the DCGAN-style pair with one loss for ``cfg.steps`` generator steps; proxy-FID
-    and a sample grid every ``eval_every`` steps."""
-    from .config import device as default_device
-
-    dev = torch.device(device or default_device())
-    torch.manual_seed(seed)
-    G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, cfg.channels, cfg.base, cfg.max_ch, cfg.kernel)
-    T = spectral_critic(cfg) if critic == "sn" else gan.ConvCritic(cfg.img_size, cfg.channels, cfg.base,
-                                                                    cfg.max_ch, cfg.kernel, critic)
-    hist = gan.train_image_gan(G, T, loss, x, cfg, fid, n_critic, seed, dev, desc=desc)
-    return {"history": hist, "n_critic": n_critic}
-
-
-def image_experiment(cfg: ImageConfig, seed: int = 0, device=None) -> dict:
-    """cpu: GAN-QP (L1, lam = 10, 2:1) on MNIST 32x32; full: also WGAN-GP (5:1) and SGAN-SN
-    (1:1) under the same number of generator steps on CelebA 64x64 (Q11)."""
-    from .config import device as default_device
-
-    dev = torch.device(device or default_device())
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        # One thread: on a shared 2-core machine two OpenMP threads made these small convs
-        # ~15x slower (spin-waiting), and one thread is nearly as fast on an idle machine.
-        torch.set_num_threads(1)
-    try:
-        return _image_experiment(cfg, seed, dev)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _image_experiment(cfg: ImageConfig, seed: int, dev: torch.device) -> dict:
-    t0 = time.perf_counter()
-    x, y, source = gan.load_images(cfg.data, cfg.n_train, cfg.img_size)
-    nf = min(len(x), max(cfg.n_fid, 2000))
-    fid = gan.ProxyFID(x[:nf] if y is None else x, None if y is None else y, key=f"{cfg.data}{cfg.img_size}",
-                       steps=cfg.fid_steps, device=dev, seed=seed)
-    runs = {}
-    for name, (loss, n_critic, critic) in image_losses(cfg).items():
-        runs[name] = image_run(cfg, x, fid, loss, n_critic, critic, seed, dev, desc=name)
-    floor = fid(x[-min(len(x) - 1, cfg.n_fid):]) if len(x) > cfg.n_fid else float("nan")
-    return {"runs": runs, "source": source, "seconds": time.perf_counter() - t0, "fid_floor": floor,
-            "x_shape": tuple(x.shape)}
+def image_table(cfg: Config) -> dict[str, Method]:
+    """GAN-QP (L1 on per-element means, lambda = 10, 2:1, BatchNorm critic, as the author's
+    code); under full also WGAN-GP (interpolates, 5:1, LayerNorm critic) and SGAN-SN (1:1,
+    spectrally normalised critic) for the same generator steps (Q11)."""
+    table = {"GAN-QP": Method(GANQP(cfg.image_lam, cfg.dist), 2, "bn")}
+    for c in cfg.compare:
+        name, make = COMPARE[c]
+        table[name] = make()
+    return table

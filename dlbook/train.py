@@ -334,3 +334,26 @@ class Trainer:
         metrics.update(extra)
         return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else float(v))
                 for k, v in metrics.items()}
+
+
+def run_jobs(job: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, desc: str = "runs") -> list:
+    """``[job(i) for i in items]``, in ``workers`` spawned processes when > 1: independent small
+    runs (seeds, sweeps) use two cores better as two one-thread processes than as one
+    two-thread process. ``job`` must be a module-level function so that it can be sent to
+    the workers; results come back in the order of `items`."""
+    from tqdm.auto import tqdm
+
+    from .config import require
+
+    require("run_jobs", positive={"workers": workers}, whole=True)
+    if workers <= 1 or len(items) <= 1:
+        return [job(i) for i in tqdm(items, desc=desc)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    out: list = [None] * len(items)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = {ex.submit(job, it): i for i, it in enumerate(items)}
+        for f in tqdm(as_completed(futs), total=len(futs), desc=desc):
+            out[futs[f]] = f.result()
+    return out

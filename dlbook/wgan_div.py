@@ -1,19 +1,19 @@
 """Chapter 05 — WGAN-div: the Wasserstein divergence without a Lipschitz constraint.
 
-1-D closed form and its numerical check (float64), per-profile experiment settings, and the
-experiment entry points (2-D toys, images). Losses and training loop live in `dlbook.gan`.
+The 1-D closed form and its numerical check (float64), the per-profile settings and the
+chapter's loss tables (2-D toys, images). The losses and nets live in `dlbook.gan`; the
+training loop, the toy and image experiments and their metrics in `dlbook.gan_runs`.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from . import gan
-from .config import by_profile
+from .config import Settings, by_profile
+from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
 
 # ---------------------------------------------------------------- 1-D W-divergence (float64)
 
@@ -151,77 +151,62 @@ def gp_pointwise_max(g: float, k: float, r: float) -> float:
 
 
 @dataclass(frozen=True)
-class ToyConfig:
-    data: str = "8gaussians"
-    steps: int = 4000  # generator steps for 1:1 methods
-    gp_steps: int = 800  # generator steps for WGAN-GP at 5:1 (4,000 critic updates, as WGAN-div)
+class Config(Settings):
+    """Chapter 05's settings. ``toy``/``image``: the shared toy and image settings (nets,
+    budgets, evaluation, image seeds). Toy table (W7, W8): WGAN-div (``k``, ``p``) with the
+    post's penalty points and with interpolates, and the standard GAN, for ``seeds``; WGAN-GP
+    (``lam``, interpolates, ``gp_n_critic``:1 for ``gp_steps`` generator steps) for ``gp_seeds``;
+    WGAN-div with each of the six penalty-point strategies for ``sweep_seeds`` (``sweep_steps``
+    generator steps; where a main run has the strategy and seed, it serves), WGAN-GP with each
+    for ``gp_sweep_seeds``; WGAN-div on the ``extras`` toys. Image table: WGAN-div (2, 6) as the
+    post's code computes it (separate critic passes on the real and the fake points), the
+    ``grid_kp`` settings (W9) and, with ``compare_gp``, WGAN-GP (W10)."""
+
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    gp_steps: int = 4000  # generator steps of WGAN-GP
     gp_n_critic: int = 5
-    batch: int = 256
-    width: int = 128
-    depth: int = 3
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    sweep_steps: int = 4000  # generator steps of the strategy sweep (W8; the main runs take toy.steps)
     k: float = 2.0
     p: float = 6.0
     lam: float = 10.0
-    seeds: tuple[int, ...] = (0, 1)
-    sweep_seeds: tuple[int, ...] = (0,)
-    gp_seeds: tuple[int, ...] = (0,)
-    eval_every: int = 500
-    n_eval: int = 4000
-    n_show: int = 1500
-    field_n: int = 101
-    workers: int = 2
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sweep_seeds: tuple[int, ...] = (0, 1, 2)
+    gp_seeds: tuple[int, ...] = (0, 1, 2)
+    gp_sweep_seeds: tuple[int, ...] = ()
     extras: tuple[str, ...] = ()  # extra toy datasets for WGAN-div (e.g. 25gaussians, swissroll)
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    data: str = "mnist"
-    img_size: int = 32
-    channels: int = 1
-    n_train: int = 14000
-    z_dim: int = 64
-    base: int = 8
-    max_ch: int = 32
-    kernel: int = 4
-    norm: str = "bn"
-    batch: int = 64
-    steps: int = 500
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    k: float = 2.0
-    p: float = 6.0
-    lam: float = 10.0
-    eval_every: int = 100
-    n_fid: int = 1000
-    fid_steps: int = 300
-    fid_width: int = 8
     grid_kp: tuple[tuple[float, float], ...] = ()  # (k, p) settings for W9 (full)
     compare_gp: bool = False  # W10 (full)
 
+    SIZES = ("gp_steps", "gp_n_critic", "sweep_steps")
+    POSITIVE = ("k", "p")
+    NONNEG = ("lam", "seeds", "sweep_seeds", "gp_seeds", "gp_sweep_seeds")
 
-@dataclass(frozen=True)
-class Config:
-    toy: ToyConfig
-    image: ImageConfig
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.seeds:
+            raise ValueError("Config: seeds must name at least one seed")
+        for k, p in ((self.k, self.p), *self.grid_kp):
+            if not (k > 0 and p > 1):
+                raise ValueError(f"Config: WGAN-div needs k > 0 and p > 1, got (k, p) = ({k}, {p})")
 
 
 CONFIGS = {
-    "smoke": Config(
-        ToyConfig(steps=40, gp_steps=10, batch=32, width=16, eval_every=20, n_eval=300, n_show=200,
-                  field_n=31, seeds=(0,), workers=1),
-        ImageConfig(n_train=512, steps=6, batch=16, eval_every=3, n_fid=64, fid_steps=5, base=4, max_ch=8)),
-    "cpu": Config(
-        ToyConfig(workers=2),
-        ImageConfig()),
+    "smoke": Config(ToyConfig().smoke(), ImageConfig().smoke(), gp_steps=10, sweep_steps=20, seeds=(0,),
+                    sweep_seeds=(0,), gp_seeds=(0,), gp_sweep_seeds=(0,)),
+    # MNIST 32x32, the book's default image setting (16 to 64 channels, as chapter 06), four seeds
+    # side by side in two one-thread processes; the toys in two processes as well. The strategy
+    # sweep stops at step 2,500 (the main runs' quality there is its measure) to fit 10 minutes.
+    "cpu": Config(ToyConfig(workers=2), ImageConfig(steps=600, eval_every=200, seeds=(0, 1, 2, 3), threads=1,
+                                                    workers=2),
+                  gp_steps=4000, gp_n_critic=1, sweep_steps=2500),
     "full": Config(
-        ToyConfig(gp_steps=4000, sweep_seeds=(0, 1, 2), seeds=(0, 1, 2), gp_seeds=(0, 1, 2), workers=1,
-                  extras=("25gaussians", "swissroll")),
-        ImageConfig(data="celeba", img_size=64, channels=3, n_train=202599, z_dim=128, base=64, max_ch=1024,
-                    kernel=5, batch=64, steps=20000, eval_every=1000, n_fid=10000, fid_steps=3000, fid_width=32,
-                    grid_kp=((1, 2), (1, 4), (1, 6), (2, 2), (2, 4), (2, 6), (10, 2), (10, 4), (10, 6)),
-                    compare_gp=True)),
+        ToyConfig(workers=1),
+        ImageConfig(data="celeba", img_size=64, fit="resize", n_train=None, z_dim=128, base=64, max_ch=1024,
+                    kernel=5, batch=64, steps=20000, eval_every=1000, n_eval=10000, metric="inception",
+                    seeds=(0, 1, 2)),
+        gp_steps=4000, gp_n_critic=5, gp_sweep_seeds=(0, 1, 2), extras=("25gaussians", "swissroll"),
+        grid_kp=((1, 2), (1, 4), (1, 6), (2, 2), (2, 4), (2, 6), (10, 2), (10, 4), (10, 6)), compare_gp=True),
 }
 
 
@@ -229,138 +214,44 @@ def config(profile: str | None = None) -> Config:
     return by_profile(CONFIGS, profile)
 
 
-# ---------------------------------------------------------------- 2-D toy experiments
+# ---------------------------------------------------------------- the loss tables
 
 
-def _toy_job(spec: dict) -> dict:
-    """One toy run (top-level so that worker processes can run it)."""
-    torch.set_num_threads(1)
-    cfg = ToyConfig(**spec["cfg"])
-    data = gan.toy_dataset(spec.get("data", cfg.data))
-    method, strategy, seed = spec["method"], spec["strategy"], spec["seed"]
-    torch.manual_seed(seed)
-    G = gan.mlp(2, 2, cfg.width, cfg.depth, "relu")
-    T = gan.mlp(2, 1, cfg.width, cfg.depth, "lrelu")
-    if method == "wgan-div":
-        loss = gan.WGANDiv(cfg.k, cfg.p, strategy)
-        steps, n_critic = cfg.steps, 1
-    elif method == "wgan-gp":
-        loss = gan.WGANGP(cfg.lam, strategy)
-        steps, n_critic = cfg.gp_steps, cfg.gp_n_critic
-    elif method == "sgan":
-        loss = gan.StandardGAN()
-        steps, n_critic = cfg.steps, 1
-    else:
-        raise ValueError(f"unknown toy method {method!r}")
-    gcfg = gan.GANConfig(steps=steps, n_critic=n_critic, batch=cfg.batch, lr=cfg.lr, betas=cfg.betas, z_dim=2,
-                         eval_every=cfg.eval_every, snapshot_every=cfg.eval_every, progress=False)
-    zeval = torch.randn(cfg.n_eval, 2, generator=torch.Generator().manual_seed(10_000 + seed))
+def toy_table(cfg: Config) -> list[ToyJob]:
+    """W7 (main runs, every seed) and W8 (six penalty-point strategies per method), keyed by
+    (data, method, strategy, seed)."""
+    d = cfg.toy.data
 
-    def evaluate(Gm, step):
-        with torch.no_grad():
-            x = Gm(zeval)
-        if data.centres is None:
-            return {}
-        m, qual = gan.mode_metrics(x, data.centres, data.std)
-        return {"modes": m, "quality": qual}
+    def div(st, seed, fields=False, data=d, steps=None):
+        return ToyJob((data, "wgan-div", st, seed), gan.WGANDiv(cfg.k, cfg.p, st), seed, 1, steps, data=data,
+                      fields=fields)
 
-    def snapshot(Gm, step):
-        with torch.no_grad():
-            x = Gm(zeval[: cfg.n_show]).numpy()
-        return {"x": x, "field": gan.critic_field(T, data.lim, cfg.field_n) if spec.get("fields") else None}
+    def gp(st, seed, fields=False):
+        return ToyJob((d, "wgan-gp", st, seed), gan.WGANGP(cfg.lam, st), seed, cfg.gp_n_critic, cfg.gp_steps,
+                      fields=fields)
 
-    hist = gan.train_gan(G, T, loss, data.sample, gcfg, seed=seed, evaluate=evaluate, snapshot=snapshot)
-    return {"spec": {k: v for k, v in spec.items() if k != "cfg"}, "steps": steps, "n_critic": n_critic,
-            "evals": hist.evals, "snapshots": hist.snapshots, "metrics": hist.metrics, "log_steps": hist.steps,
-            "seconds": hist.seconds}
-
-
-def run_jobs(specs: list[dict], workers: int = 1, desc: str = "toy runs") -> list[dict]:
-    """Run the toy jobs `specs` (see `gan.run_jobs`)."""
-    return gan.run_jobs(_toy_job, specs, workers, desc)
-
-
-def toy_specs(cfg: ToyConfig) -> list[dict]:
-    """W7 (main runs, every seed) and W8 (six sampling strategies per method)."""
-    c = asdict(cfg)
-    specs = []
+    s0 = cfg.seeds[0]
+    jobs = []
     for seed in cfg.seeds:
-        specs += [dict(method="wgan-div", strategy="pool", seed=seed, fields=True),
-                  dict(method="wgan-div", strategy="interp", seed=seed, fields=seed == cfg.seeds[0]),
-                  dict(method="sgan", strategy="-", seed=seed, fields=seed == cfg.seeds[0])]
-        if seed in cfg.gp_seeds:
-            specs.append(dict(method="wgan-gp", strategy="interp", seed=seed, fields=seed == cfg.seeds[0]))
-    have = {(s["method"], s["strategy"], s["seed"]) for s in specs}
-    for seed in cfg.sweep_seeds:
-        for method in ("wgan-div", "wgan-gp"):
-            for st in gan.STRATEGIES:
-                if (method, st, seed) not in have:
-                    specs.append(dict(method=method, strategy=st, seed=seed, fields=False))
-    for name in cfg.extras:
-        specs.append(dict(method="wgan-div", strategy="pool", seed=cfg.seeds[0], fields=True, data=name))
-    # longest first keeps the worker pool busy
-    specs.sort(key=lambda s: -(cfg.gp_steps * cfg.gp_n_critic * 1.2 if s["method"] == "wgan-gp" else cfg.steps))
-    return [dict(s, cfg=c) for s in specs]
+        jobs += [div("pool", seed, seed == s0), div("interp", seed),
+                 ToyJob((d, "sgan", "-", seed), gan.StandardGAN(), seed, 1, fields=seed == s0)]
+    jobs += [gp("interp", seed, seed == s0) for seed in cfg.gp_seeds]
+    jobs += [div(st, seed, steps=cfg.sweep_steps) for seed in cfg.sweep_seeds for st in gan.STRATEGIES]
+    jobs += [gp(st, seed) for seed in cfg.gp_sweep_seeds for st in gan.STRATEGIES]
+    jobs += [div("pool", s0, True, name) for name in cfg.extras]
+    unique: dict[tuple, ToyJob] = {}
+    for j in jobs:  # a sweep run that is also a main run is run once
+        unique.setdefault(j.key, j)
+    return list(unique.values())
 
 
-def toy_experiment(cfg: ToyConfig) -> dict:
-    """All toy runs; result keyed by (data, method, strategy, seed)."""
-    t0 = time.perf_counter()
-    runs = run_jobs(toy_specs(cfg), cfg.workers)
-    out = {}
-    for r in runs:
-        s = r["spec"]
-        out[(s.get("data", cfg.data), s["method"], s["strategy"], s["seed"])] = r
-    return {"runs": out, "seconds": time.perf_counter() - t0, "cfg": cfg}
-
-
-def first_full_coverage(run: dict, n_modes: int) -> int | None:
-    """The first evaluated step with every mode covered (None if never)."""
-    for step in sorted(run["evals"]):
-        if run["evals"][step].get("modes") == n_modes:
-            return step
-    return None
-
-
-def quality_at(run: dict, step: int | None = None) -> float:
-    ev = run["evals"]
-    s = max(ev) if step is None else step
-    return float(ev[s]["quality"])
-
-
-# ---------------------------------------------------------------- images
-
-
-def image_run(cfg: ImageConfig, x: torch.Tensor, fid: gan.ProxyFID | None, loss: gan.GANLoss, seed: int = 0,
-              n_critic: int | None = None, device=None, checkpoint=None, desc: str = "") -> dict:
-    """Train the DCGAN-style pair with one loss; proxy-FID and a sample grid every eval_every steps."""
-    from .config import device as default_device
-
-    dev = torch.device(device or default_device())
-    torch.manual_seed(seed)
-    G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, cfg.channels, cfg.base, cfg.max_ch, cfg.kernel)
-    T = gan.ConvCritic(cfg.img_size, cfg.channels, cfg.base, cfg.max_ch, cfg.kernel, cfg.norm)
-    hist = gan.train_image_gan(G, T, loss, x, cfg, fid, n_critic, seed, dev, checkpoint, desc)
-    return {"history": hist, "G": G.cpu(), "T": T.cpu()}
-
-
-def image_experiment(cfg: ImageConfig, seed: int = 0, device=None) -> dict:
-    """cpu: WGAN-div (post's form, 1:1) on MNIST 32x32; full: also the (k, p) grid (W9) and
-    WGAN-GP (interpolates, 5:1) for W10."""
-    from .config import device as default_device
-
-    dev = torch.device(device or default_device())
-    t0 = time.perf_counter()
-    x, y, source = gan.load_images(cfg.data, cfg.n_train, cfg.img_size)
-    nf = min(len(x), max(cfg.n_fid, 2000))
-    fid = gan.ProxyFID(x[:nf] if y is None else x, None if y is None else y, key=f"{cfg.data}{cfg.img_size}",
-                       steps=cfg.fid_steps, device=dev, seed=seed, width=cfg.fid_width)
-    runs = {"wgan-div k=2 p=6": image_run(cfg, x, fid, gan.WGANDiv(cfg.k, cfg.p, "pool"), seed, 1, dev)}
+def image_table(cfg: Config) -> dict[str, Method]:
+    """cpu: WGAN-div as the post's code computes it (raw real and fake points, each through the
+    critic in its own pass, 1:1, BatchNorm critic); full: also the (k, p) grid (W9) and WGAN-GP
+    (interpolates, 5:1, LayerNorm critic; W10)."""
+    table = {f"wgan-div k={cfg.k:g} p={cfg.p:g}": Method(gan.WGANDiv(cfg.k, cfg.p, "pool", separate=True), 1, "bn")}
     for k, p in cfg.grid_kp:
-        name = f"wgan-div k={k:g} p={p:g}"
-        if name not in runs:
-            runs[name] = image_run(cfg, x, fid, gan.WGANDiv(k, p, "pool"), seed, 1, dev)
+        table.setdefault(f"wgan-div k={k:g} p={p:g}", Method(gan.WGANDiv(k, p, "pool", separate=True), 1, "bn"))
     if cfg.compare_gp:
-        runs["wgan-gp"] = image_run(cfg, x, fid, gan.WGANGP(cfg.lam, "interp"), seed, 5, dev)
-    return {"runs": runs, "source": source, "seconds": time.perf_counter() - t0, "x_shape": tuple(x.shape),
-            "fid_floor": fid(x[-min(len(x) - 1, cfg.n_fid):]) if len(x) > cfg.n_fid else float("nan")}
+        table["wgan-gp"] = Method(gan.WGANGP(cfg.lam, "interp"), cfg.gp_n_critic, "ln")
+    return table

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dlbook import gan, gan_qp as Q
+from dataclasses import replace
+
+from dlbook import gan, gan_qp as Q, gan_runs as gr
 
 # A 2-pair batch computed by hand: Delta = (1, 2); Euclidean d = (1, 2);
 # L1 (mean |.|) d = (0.5, 1.0); L2 (RMS) d = (sqrt(0.5), sqrt(2)).
@@ -75,10 +77,23 @@ def test_bad_inputs():
         Q.pair_distance(X_REAL, X_FAKE[:1], "l1")
     with pytest.raises(ValueError, match="unknown penalty mode"):
         Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, mode="sum")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="lam must be > 0"):
         Q.qp_critic_loss(T_REAL, T_FAKE, X_REAL, X_FAKE, lam=0.0)
-    with pytest.raises(ValueError, match="critic outputs"):
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        Q.GANQP(lam=-1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
         Q.qp_critic_loss(torch.zeros(2, 2), T_FAKE, X_REAL, X_FAKE)
+    with pytest.raises(ValueError, match="one score per sample"):
+        Q.qp_critic_loss(torch.zeros(2, 2), torch.zeros(2, 2), X_REAL, X_FAKE)
+    # the generator loss never broadcasts: (2,) against (1,) or (2, 1) against (2,) is refused
+    with pytest.raises(ValueError, match="differ in shape"):
+        Q.qp_generator_loss(torch.zeros(2), torch.zeros(1))
+    with pytest.raises(ValueError, match="differ in shape"):
+        Q.qp_generator_loss(T_REAL, torch.zeros(2))
+    with pytest.raises(ValueError, match="critic outputs for"):
+        Q.qp_generator_loss(torch.zeros(3), torch.zeros(3), X_REAL, X_FAKE, quadratic=True)
+    with pytest.raises(ValueError, match="batches"):
+        Q.qp_generator_loss(T_REAL, T_FAKE, X_REAL, X_FAKE[:1], quadratic=True)
     with pytest.raises(ValueError, match="critic outputs for"):
         Q.qp_critic_loss(torch.zeros(3), torch.zeros(3), X_REAL, X_FAKE)
     with pytest.raises(ValueError, match="needs x_real"):
@@ -142,15 +157,6 @@ def test_separated_gaussians_coarse():
 
 
 def test_ganqp_loss_object_and_short_training():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: one thread avoids OpenMP contention on a shared machine
-    try:
-        _short_training()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _short_training():
     torch.manual_seed(0)
     data = gan.toy_dataset("8gaussians")
     G, T = gan.mlp(2, 2, 32, 2), gan.mlp(2, 1, 32, 2, "lrelu")
@@ -159,20 +165,77 @@ def _short_training():
     xr = data.sample(64, torch.Generator().manual_seed(0))
     lt, logs = loss.critic_loss(T, xr, G(torch.randn(64, 2)).detach())
     assert lt.ndim == 0 and set(logs) == {"critic", "delta"}
-    cfg = gan.GANConfig(steps=60, batch=64, log_every=10, eval_every=60, snapshot_every=60, progress=False)
-    hist = gan.train_gan(G, T, loss, data.sample, cfg, seed=0)
-    c = np.array(hist.metrics["critic"])
-    assert np.all(np.isfinite(c)) and np.all(np.isfinite(hist.metrics["generator"]))
+    cfg = gr.LoopConfig(steps=60, batch=64, n_critic=2, z_dim=2, log_every=10, eval_every=60, progress=False)
+    with gr._threads(1, torch.device("cpu")):  # tiny nets: one thread avoids contention on a shared machine
+        run = gr.train_gan(G, T, loss, data.sample, cfg, seed=0, device="cpu")
+    c = np.array(run.history["critic"])
+    assert np.all(np.isfinite(c)) and np.all(np.isfinite(run.history["generator"]))
     assert c[-1] < 0  # the critic attains a negative loss: a positive QP-div estimate
-    assert hist.metrics["delta"][-1] > 0
+    assert run.history["delta"][-1] > 0
 
 
-def test_configs_and_specs():
+def test_configs_and_tables():
     for p in ("smoke", "cpu", "full"):
         cfg = Q.config(p)
-        assert cfg.toy.n_critic == 2 and cfg.image.lam == 10.0
-    specs = Q.toy_specs(Q.config("cpu").toy)
-    names = {(s["name"], s["lam"], s["seed"]) for s in specs}
-    assert ("main", 1.0, 1) in names and ("1:1", 10.0, 0) in names and ("broadcast", 10.0, 0) in names
-    T = Q.spectral_critic(Q.config("smoke").image)
-    assert T(torch.zeros(2, 1, 32, 32)).shape == (2, 1)
+        assert cfg.n_critic == 2 and cfg.image_lam == 10.0 and cfg.image.fit in ("pad", "resize")
+    cpu = Q.config("cpu")
+    jobs = Q.toy_table(cpu)
+    keys = {j.key for j in jobs}
+    assert len(keys) == len(jobs)
+    assert ("main", 1.0, 1) in keys and ("1:1", 10.0, 0) in keys and ("broadcast", 10.0, 0) in keys
+    assert {j.key: j.n_critic for j in jobs}[("1:1", 10.0, 0)] == 1
+    # Q8: at least four seeds of lambda = 100, plain and with T = lambda t
+    assert len(cpu.collapse_seeds) >= 4 and len(cpu.seeds) >= 3
+    assert all(("main", 100.0, s) in keys and ("scaled", 100.0, s) in keys for s in cpu.collapse_seeds)
+    assert all(j.loss.scaled == (j.key[0] == "scaled") for j in jobs)
+    # every ablation has its plain twin (Q9 is paired by seed)
+    assert all(("main", 10.0, s) in keys for s in cpu.ablation_seeds) and len(cpu.ablation_seeds) >= 3
+    full = Q.image_table(Q.config("full"))
+    assert list(full) == ["GAN-QP", "WGAN-GP", "SGAN-SN"] and full["SGAN-SN"].critic_norm == "sn"
+    assert list(Q.image_table(cpu)) == ["GAN-QP"]
+    with pytest.raises(ValueError, match="unknown comparison"):
+        replace(cpu, compare=("lsgan",))
+    with pytest.raises(ValueError, match="lams"):
+        replace(cpu, lams=(1.0, -10.0))
+    with pytest.raises(ValueError, match="n_critic"):
+        replace(cpu, n_critic=0)
+    with pytest.raises(ValueError, match="collapse_lam"):
+        replace(cpu, collapse_lam=30.0)
+    with pytest.raises(ValueError, match="ablation_seeds"):
+        replace(cpu, ablation_seeds=(7,))
+    with pytest.raises(ValueError, match="collapse_seeds"):
+        replace(cpu, collapse_seeds=(0, -2))
+
+
+def test_scaled_critic_makes_lambda_a_pure_scale_of_both_losses():
+    torch.manual_seed(0)
+    G, T = gan.mlp(2, 2, 16, 2).double(), gan.mlp(2, 1, 16, 2, "lrelu").double()
+    xr, z = torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+    out = {}
+    for lam in (1.0, 100.0):
+        loss = Q.GANQP(lam, "euclid", scaled=True)
+        lt = loss.critic_loss(T, xr, G(z).detach())[0]
+        lg = loss.generator_loss(T, xr, G(z))
+        out[lam] = (lt, torch.autograd.grad(lt, list(T.parameters())), lg,
+                    torch.autograd.grad(lg, list(G.parameters())))
+    assert out[100.0][0].item() == pytest.approx(100 * out[1.0][0].item(), rel=1e-12)
+    assert out[100.0][2].item() == pytest.approx(100 * out[1.0][2].item(), rel=1e-12)
+    for a, b in zip(out[1.0][1] + out[1.0][3], out[100.0][1] + out[100.0][3]):
+        assert torch.allclose(b, 100 * a, rtol=1e-12, atol=0)
+    # the critic it trains is lam t, and the slope probe measures that critic
+    loss = Q.GANQP(100.0, "euclid", scaled=True)
+    assert torch.allclose(loss.critic_values(T, xr), 100 * T(xr))
+    r = Q.slope_probe(loss, T, xr, G(z).detach())
+    r1 = Q.slope_probe(Q.GANQP(100.0, "euclid"), T, xr, G(z).detach())
+    assert r["ratio_max"] == pytest.approx(100 * r1["ratio_max"], rel=1e-5)  # the probe works in float32
+    assert "scaled=True" in repr(loss)  # so a checkpoint of the plain run never resumes a scaled one
+
+
+def test_slope_probe_and_a_toy_job():
+    cfg = replace(Q.config("smoke").toy, steps=20, eval_every=10, n_eval=200)
+    job = [j for j in Q.toy_table(Q.config("smoke")) if j.key == ("main", 1.0, 0)][0]
+    run = gr.toy_job(job, cfg)
+    assert run.evals.steps == [0, 10, 20] and run.n_critic == 2
+    assert {"modes", "quality", "ratio_q99", "ratio_max"} <= set(run.evals.metrics)
+    assert all(r >= q for r, q in zip(run.evals["ratio_max"], run.evals["ratio_q99"]))
+    assert run.snapshots[20]["field"][1].shape == (cfg.field_n, cfg.field_n)

@@ -45,7 +45,7 @@ def test_setup_cell_installs_the_recorded_commit_from_the_configured_repository(
     assert INSTALL_REF.findall(ipynb.with_suffix(".md").read_text())[0][1] == branch
     assert f"colab.research.google.com/github/{url.split('github.com/')[1]}/blob/{branch}/notebooks/{ipynb.name}" in src
     # the badge is an inline image: it shows without network (no external badge image)
-    assert "colab-badge.svg" not in src and "data:image/svg+xml;base64," in src
+    assert "colab-badge.svg" not in src and "data:image/png;base64," in src
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)

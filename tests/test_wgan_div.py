@@ -1,10 +1,10 @@
 """Chapter 05: the 1-D closed form (W1-W6 on coarse grids), configs and a toy smoke run."""
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from dlbook import wgan_div as wd
+from dlbook import gan_runs as gr, wgan_div as wd
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +72,64 @@ def test_gp_pointwise_max_by_brute_force():
 def test_configs_exist_for_every_profile():
     for prof in ("smoke", "cpu", "full"):
         c = wd.config(prof)
-        assert c.toy.k == 2 and c.toy.p == 6
+        assert c.k == 2 and c.p == 6
     assert wd.config("full").image.data == "celeba" and wd.config("full").image.img_size == 64
+    assert wd.config("full").image.fit == "resize" and wd.config("cpu").image.fit == "pad"
     with pytest.raises(ValueError):
         wd.config("laptop")
+    with pytest.raises(ValueError, match="lam"):
+        replace(wd.config("cpu"), lam=-1.0)
+    with pytest.raises(ValueError, match="gp_steps"):
+        replace(wd.config("cpu"), gp_steps=0)
 
 
-def test_toy_specs_cover_w7_and_w8():
-    cfg = wd.config("cpu").toy
-    specs = wd.toy_specs(cfg)
-    keys = {(s["method"], s["strategy"], s["seed"]) for s in specs}
-    assert {("wgan-div", "pool", 0), ("wgan-div", "pool", 1), ("sgan", "-", 1)} <= keys
-    assert all(("wgan-gp", st, 0) in keys and ("wgan-div", st, 0) in keys for st in wd.gan.STRATEGIES)
+def test_toy_table_covers_w7_and_w8():
+    cpu = wd.config("cpu")
+    jobs = wd.toy_table(cpu)
+    keys = {j.key[1:] for j in jobs}
+    assert len(keys) == len(jobs)  # a sweep run that is also a main run is not run twice
+    assert {("wgan-div", "pool", 0), ("wgan-div", "pool", 2), ("sgan", "-", 2), ("wgan-gp", "interp", 2)} <= keys
+    assert all(("wgan-div", st, s) in keys for st in wd.gan.STRATEGIES for s in cpu.sweep_seeds)
+    assert len(cpu.seeds) >= 3 and len(cpu.sweep_seeds) >= 3 and len(cpu.gp_seeds) >= 3
+    gp = [j for j in jobs if j.key[1] == "wgan-gp"]
+    # WGAN-GP gets WGAN-div's budget in every count on cpu: 4,000 steps, one critic step each
+    assert all(j.n_critic == 1 and j.steps == cpu.toy.steps for j in gp) and len(gp) == len(cpu.gp_seeds)
+    full = wd.config("full")
+    gp_full = [j for j in wd.toy_table(full) if j.key[1] == "wgan-gp"]
+    assert {j.key[2] for j in gp_full} == set(wd.gan.STRATEGIES) and all(j.n_critic == 5 for j in gp_full)
+    table = wd.image_table(full)
+    assert len(table) == 10 and table["wgan-gp"].n_critic == 5 and table["wgan-gp"].critic_norm == "ln"
+    div = wd.image_table(cpu)["wgan-div k=2 p=6"]
+    assert div.loss.separate and div.loss.strategy == "pool" and div.critic_norm == "bn"  # as the post's code
+
+
+def test_image_settings_match_chapter_06():
+    from dlbook import gan_qp
+
+    a, b = wd.config("cpu").image, gan_qp.config("cpu").image
+    assert a == b  # the same nets, data, budget and seeds: the classifier-FIDs compare across chapters
+    assert len(a.seeds) >= 3 and a.workers == 2 and a.threads == 1
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="seeds"):
+        replace(wd.config("cpu"), seeds=())
+    with pytest.raises(ValueError, match="gp_sweep_seeds"):
+        replace(wd.config("cpu"), gp_sweep_seeds=(-1,))
+    with pytest.raises(ValueError, match="p > 1"):
+        replace(wd.config("cpu"), p=1.0)
+    with pytest.raises(ValueError, match="p > 1"):
+        replace(wd.config("full"), grid_kp=((2, 6), (0, 2)))
+    with pytest.raises(ValueError, match="separate"):
+        wd.gan.WGANDiv(strategy="interp", separate=True)
 
 
 def test_toy_job_smoke():
     cfg = replace(wd.config("smoke").toy, steps=20, eval_every=10, n_eval=200)
-    r = wd._toy_job(dict(method="wgan-div", strategy="pool", seed=0, fields=True, cfg=asdict(cfg)))
-    assert sorted(r["evals"]) == [0, 10, 20]
-    assert all(0 <= e["quality"] <= 1 for e in r["evals"].values())
-    assert r["snapshots"][20]["field"][1].shape == (cfg.field_n, cfg.field_n)
-    assert np.all(np.isfinite(r["metrics"]["critic"]))
-    with pytest.raises(ValueError, match="unknown toy method"):
-        wd._toy_job(dict(method="lsgan", strategy="pool", seed=0, cfg=asdict(cfg)))
+    job = wd.toy_table(wd.config("smoke"))[0]
+    assert job.key == ("8gaussians", "wgan-div", "pool", 0) and job.fields
+    r = gr.toy_job(job, cfg)
+    assert r.evals.steps == [0, 10, 20]
+    assert all(0 <= q <= 1 for q in r.evals["quality"])
+    assert r.snapshots[20]["field"][1].shape == (cfg.field_n, cfg.field_n)
+    assert np.all(np.isfinite(r.history["critic"]))

@@ -10,6 +10,11 @@ Where a file is looked for, in order (`resolve`):
 5. otherwise the caller falls back to the sample bundled with ``dlbook``, with one warning
    that says what was tried.
 
+A file that the canonical source ships only inside an archive with no published checksum
+(`DataFile.archive`) is verified as a member: the archive is downloaded once into the cache,
+the member extracted and checked against its own checksum (SHA-256, MD5, or the git blob id
+``sha1(b"blob <size>\0" + content)`` that public copies of the file were committed under).
+
 A file that fails its checksum never blocks a later load: in the cache it is moved aside to
 ``<file>.corrupt`` (kept for inspection, not deleted) and the search goes on; in a mirror it is
 reported and skipped. Messages and provenance name data by dataset and file, never by the
@@ -68,7 +73,11 @@ class DataFile:
     name: str
     checksum: str
     subsets: tuple[tuple[str, str], ...] = ()  # (file name, sha256)
-    algo: str = "md5"
+    algo: str = "md5"  # any hashlib name, or GIT_BLOB
+    # (archive name at each of the dataset's URLs, member path inside it): the file is taken out
+    # of that archive (tar, any compression) and verified against `checksum`; the archive
+    # itself carries no checksum.
+    archive: tuple[str, str] | None = None
 
     @property
     def md5(self) -> str:  # the published checksums of the image datasets are MD5s
@@ -137,8 +146,15 @@ def shown(path: Path) -> str:
     return path.name
 
 
+GIT_BLOB = "git-blob"  # the id git gives a committed file: sha1(b"blob <size>\0" + content)
+
+
 def file_hash(path: Path, algo: str = "md5") -> str:
-    h = hashlib.new(algo)
+    """Hex digest of a file: a hashlib algorithm (md5, sha256, ...) or `GIT_BLOB`."""
+    if algo == GIT_BLOB:
+        h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    else:
+        h = hashlib.new(algo)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -231,7 +247,7 @@ def _quarantine(path: Path, algo: str, got: str, expected: str, tries: Attempts)
     search goes on."""
     target = path.with_name(path.name + ".corrupt")
     where = "left in place (not in the cache), skipped"
-    if path.parent.parent.resolve() == data_dir().resolve():
+    if data_dir().resolve() in path.resolve().parents:  # also members kept in subfolders
         try:
             os.replace(path, target)
             where = f"moved aside to {shown(target)}"
@@ -272,6 +288,9 @@ def resolve(ds: Dataset, key: str, tries: Attempts | None = None) -> Found | Non
         for base in ds.urls:
             url = base.rstrip("/") + "/" + f.name
             try:
+                if f.archive is not None:
+                    extract_member(base, ds.name, f)
+                    return Found(cache / ds.name / f.name, f"{f.name}, from {f.archive[0]}")
                 download(url, cache / ds.name / f.name, f.checksum, algo=f.algo)
                 return Found(cache / ds.name / f.name, f"{f.name}, downloaded")
             except (_Unreachable, ChecksumError) as e:
@@ -283,6 +302,42 @@ def resolve(ds: Dataset, key: str, tries: Attempts | None = None) -> Found | Non
     looked = ["$DLBOOK_DATA"] + (["$DLBOOK_MIRROR"] if mirror_dirs() else [])
     tries.add(f"no verified copy of {f.name} in {' or '.join(looked)}")
     return None
+
+
+def extract_member(base: str, dataset: str, f: DataFile) -> Path:
+    """Put file `f` of `dataset` into the cache from its archive: download the archive from
+    `base` unless the cache holds it, extract the member atomically, verify it. A member
+    that is missing or fails its checksum means the archive is not the release the checksums
+    describe: the archive is moved aside (``.corrupt``) and `ChecksumError` raised, so the next
+    address, or the next run, fetches it afresh."""
+    import shutil
+    import tarfile
+    import zlib
+
+    name, member = f.archive
+    folder = data_dir() / dataset
+    arch, dest = folder / name, folder / f.name
+    if not arch.is_file():
+        download(base.rstrip("/") + "/" + name, arch, None)  # no published checksum: members are checked
+    try:
+        with tarfile.open(arch) as tar, atomic_path(dest) as tmp:
+            src = tar.extractfile(member)
+            if src is None:
+                raise KeyError(member)
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+            got = file_hash(tmp, f.algo)
+            if got != f.checksum:
+                raise ChecksumError(f"{name}: member {member} has {f.algo} {got[:12]}…, expected "
+                                    f"{f.checksum[:12]}…")
+    except (ChecksumError, KeyError, tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        target = arch.with_name(arch.name + ".corrupt")
+        with contextlib.suppress(OSError):
+            os.replace(arch, target)
+        why = str(e) if isinstance(e, ChecksumError) else f"{name}: cannot read member {member} ({type(e).__name__})"
+        raise ChecksumError(f"{why}: not the release these checksums describe; the archive was moved "
+                            f"aside to {shown(target)} and nothing was extracted") from e
+    return dest
 
 
 def log_provenance(line: str) -> None:

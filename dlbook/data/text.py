@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .registry import (Attempts, DataError, DataFile, Dataset, fewer_than_asked, info, log_provenance,
-                       register, resolve)
+import warnings
+
+from .registry import (GIT_BLOB, SAMPLES, Attempts, DataError, DataFile, Dataset, OfflineWarning,
+                       fewer_than_asked, info, log_provenance, prefer_sample, register, resolve, shown)
 
 SPLITS = ("train", "validation", "test")
 
@@ -45,8 +47,13 @@ class TextData:
         return f"TextData({self.dataset}/{self.split}: {len(self)} records {self.fields}, source={self.source})"
 
 
-def load_text(name: str, split: str = "train", limit: int | None = None) -> TextData:
-    """The `split` of text dataset `name` (first `limit` records)."""
+def load_text(name: str, split: str = "train", limit: int | None = None,
+              allow_sample: bool = True) -> TextData:
+    """The `split` of text dataset `name` (first `limit` records).
+
+    A dataset with a bundled sample (`Dataset.sample`, a folder of dlbook/data/samples) reads
+    it first under the smoke profile, and falls back to it, with a warning, when no copy of
+    the real files can be found; its reader then gets ``{"sample": folder}``."""
     ds = info(name)
     if ds.kind != "text":
         raise DataError(f"{name} is an {ds.kind} dataset: read it with dlbook.data.load({name!r})")
@@ -54,27 +61,43 @@ def load_text(name: str, split: str = "train", limit: int | None = None) -> Text
         raise DataError(f"{name} has splits {ds.splits}, not {split!r}")
     if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
         raise DataError(f"{name}/{split}: limit must be a whole number >= 0 (or None for all), got {limit!r}")
-    tries = Attempts()
-    keys = [k for k in ds.files if _needed(k, split)]
-    found = {k: resolve(ds, k, tries) for k in keys}
-    if any(v is None for v in found.values()):
-        raise DataError(f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
-                        f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
-    records, fields = ds.reader({k: v.path for k, v in found.items()}, split)
-    source = "; ".join(sorted({v.label for v in found.values()}))
-    if any("subset" in v.label for v in found.values()):
-        fewer_than_asked(name, split, len(records), limit, "the offline subset")
+    use_sample = allow_sample and ds.sample is not None
+    if use_sample and prefer_sample():
+        records, fields = ds.reader({"sample": SAMPLES / ds.sample}, split)
+        source = f"{ds.sample}, bundled sample"
+        fewer_than_asked(name, split, len(records), limit, "the bundled sample")
+    else:
+        tries = Attempts()
+        keys = [k for k in ds.files if _needed(k, split, ds.splits)]
+        found = {k: resolve(ds, k, tries) for k in keys}
+        if any(v is None for v in found.values()):
+            if not use_sample:
+                raise DataError(f"{name}/{split}: no usable copy ({tries}). Connect to the network, or put the "
+                                f"files in $DLBOOK_DATA/{name} (see {ds.homepage}).")
+            warnings.warn(
+                f"{name}/{split}: the real data is not available ({tries}); using the small sample bundled "
+                f"with dlbook instead ({ds.sample}). Results will differ from the full dataset. To use the "
+                f"real data, connect to the network or put the files in $DLBOOK_DATA/{name}.",
+                OfflineWarning, stacklevel=2)
+            records, fields = ds.reader({"sample": SAMPLES / ds.sample}, split)
+            source = f"{ds.sample}, bundled sample"
+            fewer_than_asked(name, split, len(records), limit, "the bundled sample")
+        else:
+            records, fields = ds.reader({k: v.path for k, v in found.items()}, split)
+            source = "; ".join(sorted({v.label for v in found.values()}))
+            if any("subset" in v.label for v in found.values()):
+                fewer_than_asked(name, split, len(records), limit, "the offline subset")
     log_provenance(f"{name}/{split}: {source}")
     if limit is not None:
         records = records[:int(limit)]
     return TextData(list(records), tuple(fields), source, name, split)
 
 
-def _needed(key: str, split: str) -> bool:
+def _needed(key: str, split: str, splits: Sequence[str] = SPLITS) -> bool:
     """A file key ``<split>_<what>`` belongs to that split; any other key (a single corpus
     file, a vocabulary) is needed by every split."""
     head = key.split("_", 1)[0]
-    return head == split or head not in SPLITS
+    return head == split or head not in splits
 
 
 def contiguous_split(n: int, split: str, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)) -> slice:
@@ -276,3 +299,121 @@ register(Dataset(
 
 # The complete corpus ships as dlbook/data/samples/tinyshakespeare/input.txt (byte-identical,
 # verified like any other copy), so it never needs a download.
+
+
+# ---------------------------------------------------------------- Chinese couplets (对联)
+# Bin Wang's couplet corpus (wb14123/couplet-dataset). The canonical source is the release
+# archive couplet.tar.gz, for which no checksum is published. So the archive is not what is
+# verified: each file is registered as a member of it, with the checksum of the unpacked
+# file (SHA-256 for the test split and the vocabulary; for the two training files, the git
+# blob ids under which several public repositories committed them unchanged). The registry
+# downloads the archive once, extracts each member and checks it (`DataFile.archive`); a
+# copy in the cache or a mirror is checked the same way, and a wrong one is moved aside
+# (cache) or reported (mirror) and skipped. Offline, the documented first 30,000 training
+# pairs (`train_first30000/`, SHA-256) stand in for the training split.
+#
+# Records are (upper, lower) pairs of strings: the file format separates characters with
+# single spaces and ends each line with one; the reader removes them. Split "vocab" reads the
+# corpus's own vocabulary file (records (token,), `<s>` and `</s>` first).
+#
+# The bundled sample (smoke profile, or no copy at all) is NOT taken from this corpus, which
+# is AGPL-3.0: it is the first 1,000 pairs of the test split of the MIT-licensed cleaned
+# variant (v-zich/couplet-clean-dataset), unchanged; see dlbook/data/samples/README.md.
+COUPLET_SAMPLE = {"clean-test-first1000.in.txt": "1abe1a2fc55244c48418f5beb43a37dac95af4233c2933478d60f7d6657ec4dd",
+                  "clean-test-first1000.out.txt": "86c41a909a881df686ffe1a98e02a7921d5aebc3d1fdfce0e6bbb9b3e29d5236"}
+COUPLET_SAMPLE_TRAIN = 800  # sample pairs 1-800 act as its training part, 801-1,000 as its test part
+
+
+def read_couplet_lines(path: Path) -> list[str]:
+    """One half-couplet per line, characters separated by single spaces (each line ends with
+    one), as strings without the spaces. A token longer than one character, a line that
+    is not space-separated, or bytes that are not UTF-8 raise `DataError` naming the line."""
+    name = shown(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name} is not UTF-8 text ({e}); delete it and fetch it again") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline (the cleaned variant's last line has none)
+    out = []
+    for i, line in enumerate(lines, 1):
+        tokens = line.strip(" ").split(" ")
+        if not line.strip(" ") or any(len(t) != 1 for t in tokens):
+            raise DataError(f"{name}, line {i}: expected single characters separated by spaces, "
+                            f"got {line[:40]!r}")
+        out.append("".join(tokens))
+    return out
+
+
+def _couplet_pairs(upper_path: Path, lower_path: Path) -> list[tuple[str, str]]:
+    upper, lower = read_couplet_lines(upper_path), read_couplet_lines(lower_path)
+    if len(upper) != len(lower):
+        raise DataError(f"{shown(upper_path)} has {len(upper)} lines but {shown(lower_path)} has {len(lower)}: "
+                        "the two halves of the corpus do not belong together")
+    for i, (a, b) in enumerate(zip(upper, lower), 1):
+        if len(a) != len(b):
+            raise DataError(f"couplet line {i}: upper line {a!r} and lower line {b!r} differ in length")
+    return list(zip(upper, lower))
+
+
+def read_couplet_sample(split: str = "train", folder: Path | None = None) -> list[tuple[str, str]]:
+    """The bundled couplet sample's `split` ("train": its pairs 1-800, "test": 801-1,000),
+    whatever the profile: for checks that must read the same text on every machine."""
+    return _couplet_sample(folder or SAMPLES / "couplet", split)[0]
+
+
+def _couplet_sample(folder: Path, split: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    from .registry import file_hash
+
+    if split == "vocab":
+        raise DataError("couplet: the bundled sample has no vocabulary file (the corpus's `vocabs` is "
+                        "AGPL-3.0 and is not shipped); build one from the records with CharVocab.build")
+    for fname, sha in COUPLET_SAMPLE.items():
+        if file_hash(folder / fname, "sha256") != sha:
+            raise DataError(f"dlbook/data/samples/couplet/{fname} is damaged; reinstall dlbook")
+    pairs = _couplet_pairs(folder / "clean-test-first1000.in.txt", folder / "clean-test-first1000.out.txt")
+    part = slice(0, COUPLET_SAMPLE_TRAIN) if split == "train" else slice(COUPLET_SAMPLE_TRAIN, None)
+    return pairs[part], ("upper", "lower")
+
+
+def _couplet_reader(paths: dict[str, Path], split: str):
+    if "sample" in paths:
+        return _couplet_sample(paths["sample"], split)
+    if split == "vocab":
+        raw = paths["vocab_tokens"].read_bytes().decode("utf-8").split("\n")
+        return [(t,) for t in (raw[:-1] if raw and raw[-1] == "" else raw)], ("token",)
+    return _couplet_pairs(paths[f"{split}_upper"], paths[f"{split}_lower"]), ("upper", "lower")
+
+
+def _couplet_file(name: str, checksum: str, algo: str, subset: str | None = None) -> DataFile:
+    return DataFile(name, checksum, ((f"train_first30000/{subset}", COUPLET_FIRST30000[subset]),) if subset else (),
+                    algo=algo, archive=("couplet.tar.gz", f"couplet/{name}"))
+
+
+COUPLET_FIRST30000 = {"in.txt": "d7325dc3548009885c07e99239e063f7386dcf8551604f2b49f0ae7855ca4959",
+                      "out.txt": "b5d33656492073d667a5020cfd19c06c005c88e7bca14c106c489a6ef24b94db"}
+
+register(Dataset(
+    name="couplet",
+    urls=("https://github.com/wb14123/couplet-dataset/releases/download/1.0",),
+    files={
+        "train_upper": _couplet_file("train/in.txt", "70950348b6723a78cfad7804efdad1cb9ac0309d", GIT_BLOB, "in.txt"),
+        "train_lower": _couplet_file("train/out.txt", "e5e3fd5fb8e61a45175d7c7b8851036728c3e3dc", GIT_BLOB, "out.txt"),
+        "test_upper": _couplet_file("test/in.txt", "93eaba3ec04c17b62fdc9b81207ad65fd1666fc3ff39527d7e2fe9e63cd9699c",
+                                    "sha256"),
+        "test_lower": _couplet_file("test/out.txt", "d8223fdbbd7c19357b680ee0d24557fb66264c797afe287cbf1b4f53e1467e04",
+                                    "sha256"),
+        "vocab_tokens": _couplet_file("vocabs", "0b12f938796c5d2621582eca527dfaa24f01e7b8e27a8aa8e1e5194e4ad27a19",
+                                      "sha256"),
+    },
+    reader=_couplet_reader,
+    licence="AGPL-3.0 (wb14123/couplet-dataset; texts collected from the blog 冯重朴_梨味斋散叶). The bundled "
+            "sample comes from the MIT-licensed cleaned variant v-zich/couplet-clean-dataset",
+    citation="Bin Wang. couplet-dataset: a dataset of Chinese couplets, release 1.0, 2018. "
+             "https://github.com/wb14123/couplet-dataset",
+    homepage="https://github.com/wb14123/couplet-dataset",
+    sample="couplet",  # folder of dlbook/data/samples
+    splits=("train", "test", "vocab"),
+    kind="text",
+))
