@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Settings, by_profile, device as default_device, require
-from .train import ArrayLoader, Trainer
+from .config import Settings, by_profile, device as default_device, require, worker_threads
+from .train import ArrayLoader, Trainer, run_jobs
 
 SPECIALS = ("<pad>", "<unk>", "<cls>", "<mask>")
 PAD, UNK, CLS, MASK = range(4)
@@ -965,8 +965,6 @@ def _progress(iterable, total: int, desc: str, on: bool):
 
 def _finetune_job(spec: dict) -> FinetuneResult:
     """One fine-tuning run (top level, so that spawned worker processes can run it)."""
-    from .config import worker_threads
-
     if spec["workers"] > 1:
         torch.set_num_threads(worker_threads(spec["workers"]))
     return finetune(spec["state"], spec["data"], spec["cfg"], spec["vocab_size"], spec["n_classes"],
@@ -977,8 +975,6 @@ def _finetune_job(spec: dict) -> FinetuneResult:
 def _run_finetunes(specs: list[dict], setup: TextSetup, cfg: Config, desc: str) -> list[FinetuneResult]:
     """`finetune` for every spec, in cfg.workers processes side by side (each seeds itself, so
     the runs do not depend on where they run)."""
-    from .gan import run_jobs
-
     common = dict(data=setup.data, cfg=cfg, vocab_size=len(setup.vocab), n_classes=setup.n_classes,
                   workers=cfg.workers, select=None, correction=False, drop_rate=0.0)
     return run_jobs(_finetune_job, [{**common, **s} for s in specs], workers=cfg.workers, desc=desc)

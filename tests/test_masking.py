@@ -278,3 +278,18 @@ def test_config_refuses_bad_settings():
     with pytest.raises(ValueError, match="heads"):
         mk.Config(d_model=30)
     assert mk.config("smoke").seeds == 1
+
+
+def test_finetunes_in_worker_processes_match_the_runs_in_process(offline):
+    """Each fine-tuning run seeds itself: two worker processes give the runs of one process."""
+    from dataclasses import replace
+
+    cfg = replace(mk.config("smoke"), seeds=2)
+    setup = mk.text_setup(cfg)
+    state = mk.new_bert(cfg, len(setup.vocab), setup.n_classes).state_dict()
+    one = mk.correction_runs(state, setup, cfg, scratch=False)
+    two = mk.correction_runs(state, setup, replace(cfg, workers=2), scratch=False)
+    for name in ("base", "corrected"):
+        assert [(r.seed, r.correction) for r in two[name]] == [(s, name == "corrected") for s in range(2)]
+        assert [(r.best_epoch, r.train, r.validation, r.test) for r in one[name]] == \
+               [(r.best_epoch, r.train, r.validation, r.test) for r in two[name]]
