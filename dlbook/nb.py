@@ -211,3 +211,34 @@ def dropdown_gallery(images: Sequence[bytes], labels: Sequence[str], description
                     style={"description_width": "initial"})
     W.jslink((dd, "index"), (stack, "selected_index"))
     return W.VBox([dd, stack])
+
+
+def grid_gallery(pages: Sequence[Sequence[bytes | str]], rows: Sequence[str], cols: Sequence[str],
+                 row_description: str = "", col_description: str = "", width: str = "560px"):
+    """Precomputed pages over a grid of two settings: a dropdown picks the row, a slider the
+    column. A page is PNG bytes (an image) or a string (HTML, e.g. a small table). Every link
+    is a browser-side `jslink`, so the widget works in the static book with no kernel: each row
+    is its own slider gallery inside a stack that the dropdown selects."""
+    import ipywidgets as W
+
+    if len(pages) != len(rows) or not rows or any(len(r) != len(cols) for r in pages) or not cols:
+        raise ValueError(f"grid_gallery: need {len(rows)} rows of {len(cols)} pages each (at least one)")
+
+    def page(p):
+        if isinstance(p, (bytes, bytearray)):
+            return W.Image(value=bytes(p), format="png", layout=W.Layout(width=width))
+        return W.HTML(value=str(p), layout=W.Layout(width=width))
+
+    def row(items):
+        stack = W.Stack([page(p) for p in items], selected_index=0)
+        slider = W.SelectionSlider(options=[str(c) for c in cols], index=0, description=col_description,
+                                   continuous_update=True, style={"description_width": "initial"},
+                                   layout=W.Layout(width=width))
+        W.jslink((slider, "index"), (stack, "selected_index"))
+        return W.VBox([slider, stack])
+
+    outer = W.Stack([row(r) for r in pages], selected_index=0)
+    dd = W.Dropdown(options=[str(r) for r in rows], index=0, description=row_description,
+                    style={"description_width": "initial"})
+    W.jslink((dd, "index"), (outer, "selected_index"))
+    return W.VBox([dd, outer])

@@ -65,3 +65,15 @@ def test_char_vocab_roundtrip_and_unknowns():
         data.CharVocab(["a"], specials=("<pad>",)).encode("b")
     with pytest.raises(ValueError, match="duplicate"):
         data.CharVocab(["a", "a"])
+
+
+def test_word_vocab_spells_out_rare_words_and_keeps_line_breaks():
+    v = data.WordVocab.build(["The king, the KING!\nO Romeo", "the end"], size=2, specials=("<pad>", "<unk>"))
+    assert v.itos[:4] == ["<pad>", "<unk>", "the", "king"] and v.n_words == 2
+    assert v.tokens("The king\nO kingdom!") == ["the", "king", "\n", "o", "k", "i", "n", "g", "d", "o", "m", "!"]
+    assert v.unknown("the kingdom") == [] and v.unknown("the zq") == ["z", "q"]
+    assert v.decode(v.encode("the king,")) == "the king ,"
+    with pytest.raises(KeyError, match="'zq'"):
+        v.encode("zq", strict=True)
+    with pytest.raises(ValueError, match="size"):
+        data.WordVocab.build(["a"], size=-1)

@@ -75,3 +75,14 @@ def test_checks_show_roundoff_values_the_same_everywhere(capsys):
     assert c.items["F"].value == "< 1e-6"
     c.check("G", "a real value stays", 0.0123456, "< 0.1", True)
     assert c.items["G"].value == "0.0123"
+
+
+def test_grid_gallery_links_a_dropdown_and_a_slider_per_row():
+    png = b"\x89PNG\r\n\x1a\n"
+    g = nb.grid_gallery([[png, "<b>x</b>"], [png, png]], ["r1", "r2"], ["c1", "c2"], "row", "col")
+    dd, outer = g.children
+    assert len(outer.children) == 2 and dd.options == ("r1", "r2")
+    slider, stack = outer.children[0].children
+    assert slider.options == ("c1", "c2") and stack.children[1].value == "<b>x</b>"
+    with pytest.raises(ValueError, match="rows of 2 pages"):
+        nb.grid_gallery([[png, png], [png]], ["r1", "r2"], ["c1", "c2"])

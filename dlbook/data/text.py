@@ -1,6 +1,7 @@
 """Text datasets: a corpus is a list of records (tuples of strings, one field per column, e.g.
 ``(speaker, line)`` or ``(upper, lower)``), split into train/validation/test by contiguous
-blocks, and a character vocabulary to turn strings into integer ids.
+blocks, and a character vocabulary to turn strings into integer ids (`WordVocab`, words with a
+character fallback, is the alternative for tasks that need words; its docstring says when).
 
 Why characters: the corpora here are small (Tiny Shakespeare is 1.1 MB, 65 distinct
 characters; a couplet is a line of Chinese characters, each a word-like unit). A character
@@ -9,6 +10,7 @@ position-wise alignment that couplets rely on.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +184,81 @@ class CharVocab:
 
     def __repr__(self) -> str:
         return f"CharVocab({len(self)} tokens, specials={self.specials})"
+
+
+class WordVocab:
+    """Words with a character fallback: the `size` most frequent words of a corpus (lower-cased,
+    letters and apostrophes) plus every character seen, so that a word outside the list is
+    spelled out in characters and nothing is unknown. Spaces only separate tokens and are
+    dropped; every other character (punctuation, the line break) is a token of its own.
+
+    Why: a character model needs far more training than a CPU budget allows before its
+    features carry topics (who speaks, which play); whole words carry them at once, and the
+    character fallback keeps the vocabulary small and closed. ``decode`` joins tokens with
+    spaces (lossy: case and spacing are not kept)."""
+
+    WORD = re.compile(r"[a-z']+|\n|\S")
+
+    def __init__(self, words: Sequence[str], chars: Sequence[str], specials: Sequence[str] = ("<pad>", "<unk>")):
+        self.specials = tuple(specials)
+        toks = list(self.specials) + list(words) + [c for c in chars if c not in set(words)]
+        if len(set(toks)) != len(toks):
+            dup = sorted({t for t in toks if toks.count(t) > 1})
+            raise ValueError(f"WordVocab: duplicate tokens {dup[:10]}")
+        self.itos: list[str] = toks
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(toks)}
+        self.n_words = len(words)
+
+    @classmethod
+    def build(cls, texts: Iterable[str], size: int, specials: Sequence[str] = ("<pad>", "<unk>")) -> "WordVocab":
+        if size < 0 or int(size) != size:
+            raise ValueError(f"WordVocab.build: size must be a whole number >= 0, got {size!r}")
+        words, chars = Counter(), Counter()
+        for t in texts:
+            low = t.lower()
+            chars.update(c for c in low if not c.isspace() or c == "\n")
+            words.update(w for w in cls.WORD.findall(low) if len(w) > 1)
+        top = sorted(words, key=lambda w: (-words[w], w))[:int(size)]
+        return cls(top, sorted(chars, key=lambda c: (-chars[c], c)), specials)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def id(self, token: str) -> int:
+        return self.stoi[token]
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of `text`: known words whole, other words as their characters."""
+        out = []
+        for w in self.WORD.findall(text.lower()):
+            out.extend([w] if w in self.stoi else list(w))
+        return out
+
+    def unknown(self, text: str) -> list[str]:
+        """Characters of `text` that are not in the vocabulary, in order of appearance."""
+        seen: dict[str, None] = {}
+        for t in self.tokens(text):
+            if t not in self.stoi:
+                seen.setdefault(t)
+        return list(seen)
+
+    def encode(self, text: str, strict: bool = False) -> list[int]:
+        toks = self.tokens(text)
+        bad = [t for t in toks if t not in self.stoi]
+        if bad and (strict or "<unk>" not in self.stoi):
+            raise KeyError(f"characters not in the vocabulary: {''.join(dict.fromkeys(bad))!r}")
+        unk = self.stoi.get("<unk>")
+        return [self.stoi.get(t, unk) for t in toks]
+
+    def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
+        toks = [self.itos[int(i)] for i in ids]
+        return " ".join(t for t in toks if not (skip_specials and t in self.specials))
+
+    def __repr__(self) -> str:
+        return f"WordVocab({len(self)} tokens: {self.n_words} words, specials={self.specials})"
 
 
 # ---------------------------------------------------------------- Tiny Shakespeare

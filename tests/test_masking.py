@@ -1,0 +1,295 @@
+"""Chapter 03 (masking is dropout): the derivation checks that CI can afford (D1, the affine
+part of D3, D4, D5, D6, D7, the D8 analytic numbers, D10), one MLM and one MAE step, the
+speaker task built offline and from a corrupt cached corpus, and bad inputs."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from dlbook import data
+from dlbook import masking as mk
+from dlbook.config import ConfigError
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- D1, D3
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_d1_bernoulli_moments(p):
+    eps = mk.bernoulli(10**6, p, gen(1))
+    for n in (1, 2, 3):
+        assert abs(eps.pow(n).mean().item() - p) < 2e-3
+    assert abs(eps.var(unbiased=False).item() - p * (1 - p)) < 2e-3
+    assert set(eps.unique().tolist()) == {0.0, 1.0}
+
+
+def test_d3_affine_model_average_is_the_weight_average():
+    g = gen(2)
+    W = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    x = torch.rand(5, generator=g, dtype=torch.float64)
+    f = lambda z: z @ W.T + b
+    avg = mk.model_average(f, x, 0.7, 10**6, g)
+    assert (avg - f(x)).abs().max().item() < 3e-3
+
+
+def test_d3_tanh_reference_values_and_taylor():
+    t = mk.tanh_averages(3.0, 0.4, [0.9, 0.5, 0.2])
+    assert t["weight"][0] == pytest.approx(0.834, abs=1e-3)
+    # exact: p tanh(3 x / p) = 0.7831, 0.4918, 0.2000 (the brief's Monte-Carlo references: 0.783, 0.493, 0.199)
+    assert t["model"].tolist() == pytest.approx([0.783, 0.493, 0.199], abs=2e-3)
+    gap, taylor_gap = t["model"][0] - t["weight"][0], t["taylor"][0] - t["weight"][0]
+    assert abs(taylor_gap - gap) / abs(gap) < 0.3
+
+
+def test_dropout_refuses_a_zero_keep_probability():
+    with pytest.raises(ConfigError, match="p must be"):
+        mk.dropout(torch.ones(3), torch.ones(3), 0.0)
+
+
+# ----------------------------------------------------------------------------- D4, D5
+def test_d4_d5_bert_expected_input_and_variance():
+    g = gen(3)
+    V, d, i, N = 50, 8, 7, 200_000
+    E = torch.randn(V, d, generator=g, dtype=torch.float64)
+    ids = torch.full((N, 1), i)
+    x, sel = mk.bert_corrupt(ids, torch.ones_like(ids, dtype=torch.bool), V, mask_id=0, random_low=0, generator=g)
+    inputs = E[x[:, 0]]
+    ct, cm, cr = mk.correction_coefficients(0.15, (0.8, 0.1, 0.1))
+    assert (ct, cm, cr) == pytest.approx((0.865, 0.12, 0.015)) and ct + cm + cr == pytest.approx(1.0)
+    want = ct * E[i] + cm * E[0] + cr * E.mean(0)
+    assert (inputs.mean(0) - want).abs().max().item() < 3e-3
+    assert abs(sel.double().mean().item() - 0.15) < 3e-3
+    corrected = mk.corrected_embeddings(E, 0, 0.15, (0.8, 0.1, 0.1))
+    assert torch.allclose(corrected[i], want)
+    # only the first moment: the pre-training input varies, the corrected input does not
+    assert inputs.var(0).mean().item() > 0.05
+    # the uncorrected input e_i is off by 0.135 e_i - 0.12 e_mask - 0.015 e_bar
+    off = (E[i] - want).norm().item()
+    assert off == pytest.approx((0.135 * E[i] - 0.12 * E[0] - 0.015 * E.mean(0)).norm().item())
+
+
+def test_correction_coefficients_general_split():
+    assert mk.correction_coefficients(0.4, (1.0, 0.0, 0.0)) == pytest.approx((0.6, 0.4, 0.0))
+    with pytest.raises(ValueError, match="sum to 1"):
+        mk.correction_coefficients(0.15, (0.8, 0.1, 0.2))
+    with pytest.raises(ConfigError, match="select"):
+        mk.correction_coefficients(1.5)
+
+
+def test_mlm_loss_hand_value_and_shape_errors():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
+    targets = torch.tensor([0, 2])
+    assert mk.mlm_loss(logits, targets).item() == pytest.approx(-(math.log(0.5) + math.log(0.1)) / 2)
+    assert mk.mlm_loss(logits[1:], targets[1:]).item() == pytest.approx(-math.log(0.1))
+    assert mk.mlm_loss(logits[:0], targets[:0]).item() == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        mk.mlm_loss(logits, targets[:1])
+
+
+# ----------------------------------------------------------------------------- D6, D7
+def _random_encoder(dtype, seed=4, n=32, d=32):
+    torch.manual_seed(seed)
+    enc = mk.Encoder(d, 3, 4, 4 * d).to(dtype)
+    tok = torch.randn(2, n, d, dtype=dtype) + torch.randn(n, d, dtype=dtype)  # token + position embeddings
+    keep_idx = mk.random_keep(2, n, 0.75, gen(seed))
+    keep = torch.zeros(2, n, dtype=torch.bool).scatter(1, keep_idx, True)
+    return enc, tok, keep_idx, keep
+
+
+def _visible_diff(dtype, mask_layers=None):
+    enc, tok, keep_idx, keep = _random_encoder(dtype)
+    with torch.no_grad():
+        sub = enc(tok.gather(1, keep_idx[..., None].expand(-1, -1, tok.shape[-1])))
+        full = enc(tok, keep, mask_layers)
+    return (full.gather(1, keep_idx[..., None].expand(-1, -1, tok.shape[-1])) - sub).abs().max().item()
+
+
+def test_d6_mae_is_attention_column_masking():
+    assert _visible_diff(torch.float64) < 1e-10
+    assert _visible_diff(torch.float32) < 1e-5
+    assert _visible_diff(torch.float64, mask_layers=[0]) > 1e-3  # the mask in layer 1 only
+
+
+def test_d7_expectation_identity_and_model_average():
+    g = gen(5)
+    n, k = 12, 3
+    A = (3 * torch.randn(n, n, generator=g, dtype=torch.float64)).softmax(-1)
+    masks = []
+    for kept in itertools.combinations(range(n), k):
+        m = torch.zeros(n, dtype=torch.float64)
+        m[list(kept)] = 1
+        masks.append(m)
+    M = torch.stack(masks)                                   # all C(12, 3) fixed-count masks
+    EM = M.mean(0).expand(n, n)
+    assert (mk.renormalise(A, EM) - A).abs().max().item() < 1e-12
+    bern = torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+    w = (0.25 ** bern.sum(1)) * (0.75 ** (n - bern.sum(1)))
+    EB = (w[:, None] * bern).sum(0).expand(n, n)
+    assert (mk.renormalise(A, EB) - A).abs().max().item() < 1e-12
+    model_avg = mk.renormalise(A[None], M[:, None, :]).mean(0)
+    assert (model_avg - A).abs().max().item() > 0.05
+
+
+# ----------------------------------------------------------------------------- D8, D10
+def test_d8_analytic_flops():
+    f = mk.mae_flops()  # ViT-L/16 encoder, 8-block 512-wide decoder, 75 % masked
+    assert f["visible"] == 49
+    assert round(f["encoder_speedup"], 1) == 4.1 and round(f["total_speedup"], 1) == 3.3
+    assert mk.layer_flops(2, 3) == 24 * 2 * 9 + 4 * 4 * 3
+    with pytest.raises(ConfigError):
+        mk.layer_flops(0, 8)
+
+
+def _bert(seed=6, n=24):
+    torch.manual_seed(seed)
+    model = mk.TinyBert(20, n, 16, 2, 2, 32, 3).eval()
+    ids = torch.randint(4, 20, (3, n))
+    ids[:, 0] = mk.CLS
+    pad = torch.zeros_like(ids, dtype=torch.bool)
+    pad[1, 18:] = True
+    ids[pad] = mk.PAD
+    return model, ids, pad
+
+
+def test_d10_droptoken_at_rate_zero_is_the_plain_forward_pass():
+    model, ids, pad = _bert()
+    ids2, pos, pad2 = mk.drop_tokens(ids, pad, 0.0, protect=ids == mk.CLS)
+    assert torch.equal(ids2, ids) and torch.equal(pad2, pad) and torch.equal(pos, torch.arange(24).expand(3, 24))
+    with torch.no_grad():
+        assert torch.equal(model(ids2, pos, pad2), model(ids, None, pad))
+
+
+def test_d10_droptoken_keeps_positions_and_differs_from_deletion():
+    model, ids, pad = _bert()
+    ids2, pos, pad2 = mk.drop_tokens(ids, pad, 0.5, protect=ids == mk.CLS, generator=gen(7))
+    assert ids2.shape[1] < ids.shape[1] and (ids2[:, 0] == mk.CLS).all()
+    for b in range(3):
+        kept = pos[b][~pad2[b]]
+        assert torch.equal(ids2[b][~pad2[b]], ids[b, kept]) and (kept.diff() > 0).all()
+    reindexed = torch.arange(ids2.shape[1]).expand_as(ids2)
+    with torch.no_grad():
+        a, b_ = model.hidden(ids2, pos, pad2), model.hidden(ids2, reindexed, pad2)
+    assert (a - b_)[~pad2].abs().max().item() > 1e-3
+
+
+def test_droptoken_bad_inputs():
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match="differ"):
+        mk.drop_tokens(ids, torch.zeros(2, 4, dtype=torch.bool), 0.1)
+    with pytest.raises(ValueError, match="< 1"):
+        mk.drop_tokens(ids, torch.zeros(2, 5, dtype=torch.bool), 1.0)
+
+
+# ----------------------------------------------------------------------------- one step each
+def test_one_mlm_step_and_one_finetune_step():
+    cfg = mk.config("smoke")
+    torch.manual_seed(0)
+    model = mk.new_bert(cfg, 30, 4)
+    ids = torch.randint(4, 30, (64, cfg.max_len))
+    ids[:, 0] = mk.CLS
+    logits = model.mlm_logits(ids)
+    assert logits.shape == (64, cfg.max_len, 30)
+    sel = torch.zeros_like(ids, dtype=torch.bool)
+    sel[:, 3] = True
+    assert torch.allclose(model.mlm_logits(ids, sel), logits[:, 3], atol=1e-6)
+    loss, _ = mk.mlm_step(cfg, 30)(model, ids)
+    assert torch.isfinite(loss) and abs(loss.item() - math.log(30)) < 1.0
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    pad = torch.zeros_like(ids, dtype=torch.bool)
+    pad[:, 30:] = True
+    loss2, _ = mk.finetune_step(0.25)(model, (ids, pad, torch.randint(0, 4, (64,))))
+    assert torch.isfinite(loss2) and model(ids[:2]).shape == (2, 4)
+
+
+def test_one_mae_step():
+    cfg = mk.config("smoke")
+    torch.manual_seed(0)
+    model = mk.new_mae(cfg)
+    x = torch.rand(64, 1, 28, 28)
+    loss, pred, masked = mk.mae_forward(model, x, 0.75)
+    assert pred.shape == (64, 49, 16) and masked.shape == (64, 49)
+    assert (masked.sum(1) == 49 - 12).all() and torch.isfinite(loss)
+    loss.backward()
+    assert model.features(x).shape == (64, cfg.mae_d)
+    assert torch.equal(mk.unpatchify(mk.patchify(x, 4), 4), x)
+    with pytest.raises(ValueError, match="do not match"):
+        mk.mae_loss(pred, pred[:, :10], masked)
+
+
+# ----------------------------------------------------------------------------- speaker task
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
+    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    return tmp_path
+
+
+def _task_invariants(task, k):
+    assert len(task.speakers) == k
+    for s in ("train", "validation", "test"):
+        assert all(c > 0 for c in task.counts(s)), f"{s} lacks a speaker"
+    tr, va, te = (set(task.index[s]) for s in ("train", "validation", "test"))
+    assert not (tr & va or tr & te or va & te)
+    for lab in range(k):  # contiguous per speaker: train < validation < test in play order
+        pos = {s: [i for i, l in zip(task.index[s], task.labels[s]) if l == lab] for s in task.index}
+        assert max(pos["train"]) < min(pos["validation"]) <= max(pos["validation"]) < min(pos["test"])
+    held = {task_text for s in ("validation", "test") for task_text in task.texts[s]}
+    assert not held & set(task.pretrain)
+
+
+def test_speaker_task_offline_from_the_bundled_copy(offline):
+    task = mk.speaker_task(10)
+    _task_invariants(task, 10)
+    assert task.speakers[:2] == ["GLOUCESTER", "DUKE VINCENTIO"] and "bundled" in task.source
+    # the last 5 % of the play (The Tempest) has none of the ten: the per-speaker cut is needed
+    test_block = data.load_text("tinyshakespeare", "test")
+    assert "PETRUCHIO" in task.speakers and not {"GLOUCESTER", "ROMEO"} & set(test_block.column("speaker"))
+    vocab = mk.make_vocab(task, 500)
+    assert vocab.itos[:4] == list(mk.SPECIALS) and vocab.n_words == 500
+    assert not any(vocab.unknown(t) for s in task.texts for t in task.texts[s])   # characters fall back
+    ids, pad = mk.encode_examples(task.texts["test"][:3], vocab, 40)
+    assert ids.shape == (3, 40) and (ids[:, 0] == mk.CLS).all() and torch.equal(pad, ids == mk.PAD)
+
+
+def test_speaker_task_with_a_corrupt_cached_corpus(offline):
+    bad = offline / "cache" / "tinyshakespeare" / "input.txt"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("GLOUCESTER:\nnot the play\n")
+    with pytest.warns(data.DataWarning, match="corrupt"):
+        task = mk.speaker_task(4)
+    _task_invariants(task, 4)
+    assert bad.with_name("input.txt.corrupt").exists()
+
+
+def test_config_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="speakers"):
+        mk.Config(speakers=0)
+    with pytest.raises(ConfigError, match="mae_mask"):
+        mk.Config(mae_mask=1.5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        mk.Config(split=(0.8, 0.1, 0.2))
+    with pytest.raises(ValueError, match="heads"):
+        mk.Config(d_model=30)
+    assert mk.config("smoke").seeds == 1
+
+
+def test_finetunes_in_worker_processes_match_the_runs_in_process(offline):
+    """Each fine-tuning run seeds itself: two worker processes give the runs of one process."""
+    from dataclasses import replace
+
+    cfg = replace(mk.config("smoke"), seeds=2)
+    setup = mk.text_setup(cfg)
+    state = mk.new_bert(cfg, len(setup.vocab), setup.n_classes).state_dict()
+    one = mk.correction_runs(state, setup, cfg, scratch=False)
+    two = mk.correction_runs(state, setup, replace(cfg, workers=2), scratch=False)
+    for name in ("base", "corrected"):
+        assert [(r.seed, r.correction) for r in two[name]] == [(s, name == "corrected") for s in range(2)]
+        assert [(r.best_epoch, r.train, r.validation, r.test) for r in one[name]] == \
+               [(r.best_epoch, r.train, r.validation, r.test) for r in two[name]]
