@@ -67,7 +67,7 @@ class Config(Settings):
     time_depth: int = 4
     time_n: int = 256
     time_batch: int = 16
-    time_steps: int = 30
+    time_steps: int = 60
     time_warmup: int = 3
     # the tiny MAE on MNIST
     mae_train: int = 10000
@@ -127,7 +127,7 @@ CONFIGS = {
     # Not measured here (no GPU was available when the chapter was recorded).
     "full": Config(max_len=256, d_model=256, depth=4, heads=8, ffn=1024, pretrain_steps=20000,
                    pretrain_batch=128, pretrain_lr=5e-4, finetune_epochs=10, finetune_lr=2e-4, seeds=10, sweep_seeds=5,
-                   mask_rates=(0.4, 0.6), time_steps=30, mae_train=60000, mae_test=10000, mae_d=192,
+                   mask_rates=(0.4, 0.6), time_steps=60, mae_train=60000, mae_test=10000, mae_d=192,
                    mae_depth=6, mae_heads=4, dec_d=128, dec_depth=2, mae_epochs=60, mae_batch=256,
                    mae_lr=1.5e-3, ft_epochs=5, ft_seeds=3, ft_lr=5e-4),
 }
@@ -882,15 +882,17 @@ def finetune_mae(state: dict | None, mnist: dict, cfg: Config, seed: int = 0, pr
 # ----------------------------------------------------------------------------- timing (D8, D9)
 def _median_times(fns: dict, steps: int, warmup: int) -> dict[str, float]:
     """Median seconds per call of each function, called round-robin (so that drifts in the
-    machine's load hit every candidate alike)."""
+    machine's load hit every candidate alike), the order rotated every round (so that no
+    candidate always runs right after the same one)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     times = {k: [] for k in fns}
-    for _ in range(steps):
-        for k, f in fns.items():
+    keys = list(fns)
+    for i in range(steps):
+        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
