@@ -31,3 +31,25 @@ def pytest_configure(config):
         opt.nbval_sanitize_with = str(ROOT / "tests" / "nbval_sanitize.cfg")
     if not opt.nbval_kernel_name:
         opt.nbval_current_env = True
+
+
+@pytest.fixture
+def offline_data(tmp_path, monkeypatch):
+    """A machine without network, data mirror or cached files: the cpu profile, an empty
+    $DLBOOK_DATA under tmp_path (returned), downloads forbidden."""
+    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
+    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets: one thread avoids OpenMP contention on a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -26,12 +26,7 @@ HAVE_MIRROR = (MIRROR / "couplet" / "test" / "in.txt").is_file()
 needs_mirror = pytest.mark.skipif(not HAVE_MIRROR, reason="needs the offline couplet copies ($DLBOOK_MIRROR)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(V=50, **kw):
@@ -365,17 +360,8 @@ def test_bundled_sample_is_the_head_of_the_cleaned_test_split():
         assert sample == b"\n".join(head) + b"\n"
 
 
-@pytest.fixture
-def offline_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
-    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
-    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
-    return tmp_path
-
-
 @needs_mirror
-def test_c7_offline_files_have_the_documented_format(offline_env, monkeypatch):
+def test_c7_offline_files_have_the_documented_format(offline_data, monkeypatch):
     monkeypatch.setenv("DLBOOK_MIRROR", str(MIRROR))
     root = MIRROR / "couplet"
     raw = {k: (root / k).read_text(encoding="utf-8").split("\n")
@@ -393,21 +379,21 @@ def test_c7_offline_files_have_the_documented_format(offline_env, monkeypatch):
 
 
 @needs_mirror
-def test_corrupt_mirror_copy_is_reported_and_skipped(offline_env, monkeypatch):
-    bad = offline_env / "mirror" / "couplet" / "test"
+def test_corrupt_mirror_copy_is_reported_and_skipped(offline_data, monkeypatch):
+    bad = offline_data / "mirror" / "couplet" / "test"
     bad.mkdir(parents=True)
     (bad / "in.txt").write_text("腾 飞 \n", encoding="utf-8")
     (bad / "out.txt").write_bytes((MIRROR / "couplet" / "test" / "out.txt").read_bytes())
-    monkeypatch.setenv("DLBOOK_MIRROR", os.pathsep.join([str(offline_env / "mirror"), str(MIRROR)]))
+    monkeypatch.setenv("DLBOOK_MIRROR", os.pathsep.join([str(offline_data / "mirror"), str(MIRROR)]))
     with pytest.warns(data.DataWarning, match=r"test/in.txt is corrupt.*left in place"):
         d = data.load_text("couplet", "test")
     assert len(d) == 4000 and (bad / "in.txt").exists()
 
 
 @needs_mirror
-def test_corrupt_cached_member_is_moved_aside(offline_env, monkeypatch):
+def test_corrupt_cached_member_is_moved_aside(offline_data, monkeypatch):
     monkeypatch.setenv("DLBOOK_MIRROR", str(MIRROR))
-    cached = offline_env / "cache" / "couplet" / "train" / "in.txt"
+    cached = offline_data / "cache" / "couplet" / "train" / "in.txt"
     cached.parent.mkdir(parents=True)
     cached.write_text("晚 风 \n", encoding="utf-8")
     with pytest.warns(data.DataWarning, match="moved aside"):
@@ -415,7 +401,7 @@ def test_corrupt_cached_member_is_moved_aside(offline_env, monkeypatch):
     assert "offline subset" in d.source and not cached.exists() and cached.with_name("in.txt.corrupt").exists()
 
 
-def test_no_copy_offline_falls_back_to_the_sample_with_a_warning(offline_env):
+def test_no_copy_offline_falls_back_to_the_sample_with_a_warning(offline_data):
     with pytest.warns(data.OfflineWarning, match="bundled"):
         d = data.load_text("couplet", "test")
     assert len(d) == 200
@@ -436,9 +422,9 @@ def _with_archive_source(monkeypatch, server: Path, files: dict):
     monkeypatch.setitem(data.REGISTRY, "couplet", replace(ds, urls=(server.as_uri(),), files=files))
 
 
-def test_archive_members_are_extracted_and_verified(offline_env, monkeypatch):
+def test_archive_members_are_extracted_and_verified(offline_data, monkeypatch):
     monkeypatch.setenv("DLBOOK_OFFLINE", "0")
-    server = offline_env / "server"
+    server = offline_data / "server"
     server.mkdir()
     up, lo = "晚 风 \n天 地 \n".encode(), "晨 露 \n海 山 \n".encode()
     _archive(server / "couplet.tar.gz", {"couplet/test/in.txt": up, "couplet/test/out.txt": lo,
@@ -450,7 +436,7 @@ def test_archive_members_are_extracted_and_verified(offline_env, monkeypatch):
     _with_archive_source(monkeypatch, server, files)
     d = data.load_text("couplet", "test", allow_sample=False)
     assert d.records == [("晚风", "晨露"), ("天地", "海山")] and "from couplet.tar.gz" in d.source
-    cache = offline_env / "cache" / "couplet"
+    cache = offline_data / "cache" / "couplet"
     assert (cache / "test" / "in.txt").read_bytes() == up and (cache / "couplet.tar.gz").exists()
     # train/out.txt in this archive is not the file its checksum describes: the archive is moved
     # aside, nothing is extracted, and the load says so

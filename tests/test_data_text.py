@@ -5,16 +5,7 @@ import pytest
 from dlbook import data
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
-    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
-    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
-    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
-    return tmp_path
-
-
-def test_tinyshakespeare_offline_from_the_bundled_copy(env):
+def test_tinyshakespeare_offline_from_the_bundled_copy(offline_data):
     splits = {s: data.load_text("tinyshakespeare", s) for s in data.text.SPLITS}
     tr = splits["train"]
     assert tr.source == "input.txt, copy bundled with dlbook" and tr.fields == ("speaker", "text")
@@ -26,8 +17,8 @@ def test_tinyshakespeare_offline_from_the_bundled_copy(env):
     assert data.load_text("tinyshakespeare", "train", limit=3).records == tr.records[:3]
 
 
-def test_corrupt_cached_corpus_is_moved_aside(env):
-    bad = env / "cache" / "tinyshakespeare" / "input.txt"
+def test_corrupt_cached_corpus_is_moved_aside(offline_data):
+    bad = offline_data / "cache" / "tinyshakespeare" / "input.txt"
     bad.parent.mkdir(parents=True)
     bad.write_text("not shakespeare")
     with pytest.warns(data.DataWarning, match="corrupt.*moved aside"):
@@ -35,7 +26,7 @@ def test_corrupt_cached_corpus_is_moved_aside(env):
     assert "bundled" in d.source and bad.with_name("input.txt.corrupt").exists() and not bad.exists()
 
 
-def test_text_and_image_loaders_refuse_each_other(env):
+def test_text_and_image_loaders_refuse_each_other(offline_data):
     with pytest.raises(data.DataError, match="load_text"):
         data.load("tinyshakespeare")
     with pytest.raises(data.DataError, match=r"data.load\('mnist'\)"):

@@ -19,13 +19,7 @@ from dlbook.config import ConfigError
 from dlbook.train import CheckpointError, load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one thread avoids OpenMP contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from dlbook import lipschitz as lp
 from dlbook.config import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spectrum(n=32, m=24, s=(2.0, 1.0), seed=0):

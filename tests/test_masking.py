@@ -1,6 +1,6 @@
 """Chapter 03 (masking is dropout): the derivation checks that CI can afford (D1, the affine
 part of D3, D4, D5, D6, D7, the D8 analytic numbers, D10), one MLM and one MAE step, the
-speaker task built offline and from a corrupt cached corpus, and bad inputs."""
+speaker task built offline_data and from a corrupt cached corpus, and bad inputs."""
 import itertools
 import math
 
@@ -222,15 +222,6 @@ def test_one_mae_step():
 
 
 # ----------------------------------------------------------------------------- speaker task
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
-    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
-    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
-    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
-    return tmp_path
-
-
 def _task_invariants(task, k):
     assert len(task.speakers) == k
     for s in ("train", "validation", "test"):
@@ -244,7 +235,7 @@ def _task_invariants(task, k):
     assert not held & set(task.pretrain)
 
 
-def test_speaker_task_offline_from_the_bundled_copy(offline):
+def test_speaker_task_offline_from_the_bundled_copy(offline_data):
     task = mk.speaker_task(10)
     _task_invariants(task, 10)
     assert task.speakers[:2] == ["GLOUCESTER", "DUKE VINCENTIO"] and "bundled" in task.source
@@ -258,8 +249,8 @@ def test_speaker_task_offline_from_the_bundled_copy(offline):
     assert ids.shape == (3, 40) and (ids[:, 0] == mk.CLS).all() and torch.equal(pad, ids == mk.PAD)
 
 
-def test_speaker_task_with_a_corrupt_cached_corpus(offline):
-    bad = offline / "cache" / "tinyshakespeare" / "input.txt"
+def test_speaker_task_with_a_corrupt_cached_corpus(offline_data):
+    bad = offline_data / "cache" / "tinyshakespeare" / "input.txt"
     bad.parent.mkdir(parents=True)
     bad.write_text("GLOUCESTER:\nnot the play\n")
     with pytest.warns(data.DataWarning, match="corrupt"):
@@ -280,7 +271,7 @@ def test_config_refuses_bad_settings():
     assert mk.config("smoke").seeds == 1
 
 
-def test_finetunes_in_worker_processes_match_the_runs_in_process(offline):
+def test_finetunes_in_worker_processes_match_the_runs_in_process(offline_data):
     """Each fine-tuning run seeds itself: two worker processes give the runs of one process."""
     from dataclasses import replace
 

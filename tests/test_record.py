@@ -153,17 +153,13 @@ def test_pin_install_points_the_setup_cell_at_a_commit():
     assert nb.cells[0].source == '%pip install -q "dlbook @ git+https://github.com/o/r@0123abc"'
 
 
-def test_a_recording_may_not_fall_back_to_the_bundled_sample(tmp_path, monkeypatch):
+def test_a_recording_may_not_fall_back_to_the_bundled_sample(offline_data, monkeypatch):
     """Under cpu/full the record step sets DLBOOK_REAL_DATA=1: a loader without the real data
     stops with one clear error instead of publishing numbers from a few hundred sample images."""
     import warnings
 
     from dlbook import data
 
-    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
-    monkeypatch.delenv("DLBOOK_MIRROR", raising=False)
-    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
-    monkeypatch.setenv("DLBOOK_PROFILE", "cpu")
     monkeypatch.setenv("DLBOOK_REAL_DATA", "1")
     with pytest.raises(data.DataError, match="may not use the bundled sample.*DLBOOK_MIRROR"):
         data.load("mnist", "test")

@@ -12,13 +12,7 @@ from dlbook import vae
 from dlbook.config import ConfigError, ProfileError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second thread buys nothing and oversubscribes a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bernoulli_nll_sums_pixels():
