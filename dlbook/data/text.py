@@ -115,7 +115,54 @@ def contiguous_split(n: int, split: str, fractions: tuple[float, float, float] =
 
 
 # ---------------------------------------------------------------- vocabulary
-class CharVocab:
+class _Vocab:
+    """Tokens <-> integer ids, special tokens first (ids 0, 1, ...). A subclass says how a text
+    splits into tokens (`tokens`) and how `decode` joins them (`JOIN`)."""
+
+    JOIN = ""
+
+    def _index(self, toks: list[str], specials: Sequence[str]) -> None:
+        if len(set(toks)) != len(toks):
+            dup = sorted({t for t in toks if toks.count(t) > 1})
+            raise ValueError(f"{type(self).__name__}: duplicate tokens {dup[:10]}")
+        self.specials = tuple(specials)
+        self.itos: list[str] = toks
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(toks)}
+
+    def tokens(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def id(self, token: str) -> int:
+        return self.stoi[token]
+
+    def unknown(self, text: str) -> list[str]:
+        """The tokens of `text` that are not in the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(t for t in self.tokens(text) if t not in self.stoi))
+
+    def encode(self, text: str, strict: bool = False) -> list[int]:
+        """Ids of the tokens of `text`; an unknown token becomes ``<unk>``, or raises with
+        ``strict=True`` (or without an ``<unk>`` token) and names what is unknown."""
+        toks = self.tokens(text)
+        unk = self.stoi.get("<unk>")
+        if strict or unk is None:
+            bad = list(dict.fromkeys(t for t in toks if t not in self.stoi))
+            if bad:
+                why = "" if strict else " (and no <unk> token)"
+                raise KeyError(f"characters not in the vocabulary{why}: {''.join(bad)!r}")
+        return [self.stoi.get(t, unk) for t in toks]
+
+    def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
+        toks = (self.itos[int(i)] for i in ids)
+        return self.JOIN.join(t for t in toks if not (skip_specials and t in self.specials))
+
+
+class CharVocab(_Vocab):
     """Characters <-> integer ids, with special tokens first (ids 0, 1, ...).
 
     ``CharVocab.build(texts)`` orders characters by frequency (ties by code point), so the
@@ -125,13 +172,7 @@ class CharVocab:
 
     def __init__(self, tokens: Sequence[str], specials: Sequence[str] = ("<pad>", "<unk>")):
         specials = tuple(specials)
-        toks = list(specials) + [t for t in tokens if t not in specials]
-        if len(set(toks)) != len(toks):
-            dup = sorted({t for t in toks if toks.count(t) > 1})
-            raise ValueError(f"CharVocab: duplicate tokens {dup[:10]}")
-        self.specials = specials
-        self.itos: list[str] = toks
-        self.stoi: dict[str, int] = {t: i for i, t in enumerate(toks)}
+        self._index(list(specials) + [t for t in tokens if t not in specials], specials)
 
     @classmethod
     def build(cls, texts: Iterable[str], specials: Sequence[str] = ("<pad>", "<unk>"),
@@ -144,49 +185,14 @@ class CharVocab:
         chars = sorted((c for c, k in counts.items() if k >= min_count), key=lambda c: (-counts[c], c))
         return cls(chars, specials)
 
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, ch: str) -> bool:
-        return ch in self.stoi
-
-    def id(self, token: str) -> int:
-        return self.stoi[token]
-
-    def unknown(self, text: str) -> list[str]:
-        """The characters of `text` that are not in the vocabulary, in order of appearance."""
-        seen: dict[str, None] = {}
-        for c in text:
-            if c not in self.stoi:
-                seen.setdefault(c)
-        return list(seen)
-
-    def encode(self, text: str, strict: bool = False) -> list[int]:
-        if strict:
-            bad = self.unknown(text)
-            if bad:
-                raise KeyError(f"characters not in the vocabulary: {''.join(bad)!r}")
-        unk = self.stoi.get("<unk>")
-        if unk is None and not strict:
-            bad = self.unknown(text)
-            if bad:
-                raise KeyError(f"characters not in the vocabulary (and no <unk> token): {''.join(bad)!r}")
-        return [self.stoi.get(c, unk) for c in text]
-
-    def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
-        out = []
-        for i in ids:
-            t = self.itos[int(i)]
-            if skip_specials and t in self.specials:
-                continue
-            out.append(t)
-        return "".join(out)
+    def tokens(self, text: str) -> list[str]:
+        return list(text)
 
     def __repr__(self) -> str:
         return f"CharVocab({len(self)} tokens, specials={self.specials})"
 
 
-class WordVocab:
+class WordVocab(_Vocab):
     """Words with a character fallback: the `size` most frequent words of a corpus (lower-cased,
     letters and apostrophes) plus every character seen, so that a word outside the list is
     spelled out in characters and nothing is unknown. Spaces only separate tokens and are
@@ -198,15 +204,11 @@ class WordVocab:
     spaces (lossy: case and spacing are not kept)."""
 
     WORD = re.compile(r"[a-z']+|\n|\S")
+    JOIN = " "
 
     def __init__(self, words: Sequence[str], chars: Sequence[str], specials: Sequence[str] = ("<pad>", "<unk>")):
-        self.specials = tuple(specials)
-        toks = list(self.specials) + list(words) + [c for c in chars if c not in set(words)]
-        if len(set(toks)) != len(toks):
-            dup = sorted({t for t in toks if toks.count(t) > 1})
-            raise ValueError(f"WordVocab: duplicate tokens {dup[:10]}")
-        self.itos: list[str] = toks
-        self.stoi: dict[str, int] = {t: i for i, t in enumerate(toks)}
+        specials = tuple(specials)
+        self._index(list(specials) + list(words) + [c for c in chars if c not in set(words)], specials)
         self.n_words = len(words)
 
     @classmethod
@@ -221,41 +223,12 @@ class WordVocab:
         top = sorted(words, key=lambda w: (-words[w], w))[:int(size)]
         return cls(top, sorted(chars, key=lambda c: (-chars[c], c)), specials)
 
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.stoi
-
-    def id(self, token: str) -> int:
-        return self.stoi[token]
-
     def tokens(self, text: str) -> list[str]:
         """The tokens of `text`: known words whole, other words as their characters."""
         out = []
         for w in self.WORD.findall(text.lower()):
             out.extend([w] if w in self.stoi else list(w))
         return out
-
-    def unknown(self, text: str) -> list[str]:
-        """Characters of `text` that are not in the vocabulary, in order of appearance."""
-        seen: dict[str, None] = {}
-        for t in self.tokens(text):
-            if t not in self.stoi:
-                seen.setdefault(t)
-        return list(seen)
-
-    def encode(self, text: str, strict: bool = False) -> list[int]:
-        toks = self.tokens(text)
-        bad = [t for t in toks if t not in self.stoi]
-        if bad and (strict or "<unk>" not in self.stoi):
-            raise KeyError(f"characters not in the vocabulary: {''.join(dict.fromkeys(bad))!r}")
-        unk = self.stoi.get("<unk>")
-        return [self.stoi.get(t, unk) for t in toks]
-
-    def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
-        toks = [self.itos[int(i)] for i in ids]
-        return " ".join(t for t in toks if not (skip_specials and t in self.specials))
 
     def __repr__(self) -> str:
         return f"WordVocab({len(self)} tokens: {self.n_words} words, specials={self.specials})"
