@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from . import gan
 from .config import Settings, require
+from .metrics import spread  # noqa: F401  (the chapters call gr.spread)
 from .train import CheckpointError, History, _plain, load_checkpoint, run_jobs, save_checkpoint  # noqa: F401
 
 # ======================================================================== seeds and processes
@@ -1154,19 +1155,6 @@ def image_metric(cfg: ImageConfig, device=None, progress: bool = True) -> ImageM
 
 
 # ======================================================================== summaries and plots
-
-
-def spread(values: Sequence[float], digits: int = 3) -> str:
-    """Values over seeds as ``mean ± sd [min, max]`` (sample standard deviation; one value
-    alone as itself): how the book reports a stochastic result."""
-    v = np.asarray(list(values), dtype=float)
-    if v.size == 0:
-        raise ValueError("spread: no values")
-    f = lambda x: f"{x:.{digits}g}"
-    if v.size == 1:
-        return f(v[0])
-    return f"{f(v.mean())} ± {f(v.std(ddof=1))} [{f(v.min())}, {f(v.max())}]"
-
 
 
 def plot_samples(ax, fake, data: gan.Toy2D | None = None, real=None, title: str | None = None,

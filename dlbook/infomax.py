@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import metrics
+from .metrics import mean_sd  # noqa: F401  (the chapter calls infomax.mean_sd)
 from .config import ConfigError, Settings, by_profile, require
 from .config import device as default_device
 from .data import load
@@ -799,12 +800,6 @@ def margin(a: Sequence[np.ndarray], b: Sequence[np.ndarray] | np.ndarray) -> dic
     var = (per_seed.var(ddof=1) / s if s > 1 else 0.0) + d.mean(0).var(ddof=1) / n
     return {"mean": 100 * float(per_seed.mean()), "se": 100 * math.sqrt(var), "seeds": s,
             "per_seed": [100 * float(v) for v in per_seed]}
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 FEATURE_COLUMNS = (("agreement", "top-10 label agreement", 3), ("knn_acc", "10-NN accuracy", 3),

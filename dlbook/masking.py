@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Settings, by_profile, device as default_device, require, worker_threads
+from .metrics import mean_sd, paired  # noqa: F401  (the chapter calls masking.paired / mean_sd)
 from .train import ArrayLoader, Trainer, run_jobs
 
 SPECIALS = ("<pad>", "<unk>", "<cls>", "<mask>")
@@ -1014,27 +1015,6 @@ def droptoken_runs(state: dict, setup: TextSetup, cfg: Config,
     for r in out:
         out[r].sort(key=lambda x: x.seed)
     return out
-
-
-def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Mean, standard deviation and standard error of the paired differences a - b, with a 95 %
-    t interval."""
-    from scipy import stats
-
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if len(d) < 2:
-        return {"mean": float(d.mean()) if len(d) else float("nan"), "sd": float("nan"), "se": float("nan"),
-                "lo": float("nan"), "hi": float("nan"), "n": len(d)}
-    sd = float(d.std(ddof=1))
-    se = sd / math.sqrt(len(d))
-    h = float(stats.t.ppf(0.975, len(d) - 1)) * se
-    return {"mean": float(d.mean()), "sd": sd, "se": se, "lo": float(d.mean()) - h, "hi": float(d.mean()) + h,
-            "n": len(d)}
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
 def probe_scores(model: TinyMAE, mnist: dict, cfg: Config, seed: int = 0) -> dict[str, float]:

@@ -1,7 +1,11 @@
 """Generic evaluation metrics for learned features: nearest-neighbour retrieval, k-NN label
-agreement and accuracy, and a linear (logistic-regression) probe. Nothing here depends on a
-particular chapter; every function takes plain feature matrices and integer labels."""
+agreement and accuracy, and a linear (logistic-regression) probe; and how the book summarises
+a result over seeds (`mean_sd`, `spread`, `paired`). Nothing here depends on a particular
+chapter; every function takes plain feature matrices and integer labels, or plain numbers."""
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -130,3 +134,40 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3,
     with torch.no_grad():
         correct = ((xte @ w + b).argmax(1) == yte).cpu().numpy()
     return correct if per_example else float(correct.mean())
+
+
+# ---------------------------------------------------------------- results over seeds
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for a single value, which has no spread)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("mean_sd: no values")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def spread(values: Sequence[float], digits: int = 3) -> str:
+    """Values over seeds as ``mean ± sd [min, max]`` (sample standard deviation; one value
+    alone as itself): how the book reports a stochastic result."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        raise ValueError("spread: no values")
+    f = lambda x: f"{x:.{digits}g}"
+    if v.size == 1:
+        return f(v[0])
+    return f"{f(v.mean())} ± {f(v.std(ddof=1))} [{f(v.min())}, {f(v.max())}]"
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation and standard error of the paired differences a - b (the same
+    seeds on both sides), with a 95 % t interval; NaN where fewer than two pairs."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) < 2:
+        return {"mean": float(d.mean()) if len(d) else float("nan"), "sd": float("nan"), "se": float("nan"),
+                "lo": float("nan"), "hi": float("nan"), "n": len(d)}
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(len(d))
+    h = float(stats.t.ppf(0.975, len(d) - 1)) * se
+    return {"mean": float(d.mean()), "sd": sd, "se": se, "lo": float(d.mean()) - h, "hi": float(d.mean()) + h,
+            "n": len(d)}

@@ -356,13 +356,6 @@ def test_image_runs_in_worker_processes_repeat_the_runs_of_one_process(cache):
                                                                          one.final("WGAN-div"))])
 
 
-def test_spread_reports_mean_sd_and_range():
-    assert gr.spread([1.0, 2.0, 3.0]) == "2 ± 1 [1, 3]"
-    assert gr.spread([0.5]) == "0.5"
-    with pytest.raises(ValueError, match="no values"):
-        gr.spread([])
-
-
 def test_smoke_settings_are_small_versions_of_the_same_experiment():
     cfg = gr.ImageConfig(seeds=(3, 4), steps=900)
     small = cfg.smoke()

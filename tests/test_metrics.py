@@ -1,4 +1,5 @@
-"""Generic feature metrics: retrieval, k-NN label agreement and accuracy, linear probe."""
+"""Generic feature metrics: retrieval, k-NN label agreement and accuracy, linear probe; results
+over seeds."""
 import numpy as np
 import pytest
 import torch
@@ -74,3 +75,30 @@ def test_device_comes_from_the_one_policy(monkeypatch):
         monkeypatch.setenv("DLBOOK_DEVICE", "cuda")
         with pytest.raises(ValueError, match="CUDA"):
             metrics.knn_accuracy(np.eye(3), [0, 1, 2], np.eye(3), [0, 1, 2], k=1)
+
+
+# ---------------------------------------------------------------- results over seeds
+def test_spread_reports_mean_sd_and_range():
+    assert metrics.spread([1.0, 2.0, 3.0]) == "2 ± 1 [1, 3]"
+    assert metrics.spread([0.5]) == "0.5"
+    with pytest.raises(ValueError, match="no values"):
+        metrics.spread([])
+
+
+def test_mean_sd_by_hand():
+    assert metrics.mean_sd([1.0, 2.0, 6.0]) == pytest.approx((3.0, 7 ** 0.5))
+    m, sd = metrics.mean_sd([4.0])
+    assert m == 4.0 and np.isnan(sd)
+    with pytest.raises(ValueError, match="no values"):
+        metrics.mean_sd([])
+
+
+def test_paired_differences_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, SE 1/sqrt(3), 95 % t interval with 2 degrees of freedom
+    d = metrics.paired([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    se = 1 / 3 ** 0.5
+    assert (d["mean"], d["sd"], d["n"]) == (pytest.approx(2.0), pytest.approx(1.0), 3)
+    assert d["se"] == pytest.approx(se)
+    assert (d["lo"], d["hi"]) == (pytest.approx(2 - 4.302653 * se, rel=1e-6), pytest.approx(2 + 4.302653 * se, rel=1e-6))
+    one = metrics.paired([1.0], [0.5])
+    assert one["mean"] == 0.5 and np.isnan(one["se"]) and one["n"] == 1
