@@ -64,3 +64,14 @@ def test_every_notebook_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     for ipynb in NOTEBOOKS:
         assert f"notebooks/{ipynb.stem}" in toc, f"{ipynb.name} is not in _toc.yml"
+
+
+# A paragraph still to be written: a line that is only a marker (RESULTS-TEXT, TODO, XXX, TBD).
+PLACEHOLDER = re.compile(r"^\s*(?:[A-Z]+-TEXT|TODO\b.*|XXX\b.*|TBD\b.*|FIXME\b.*)\s*$|\bXXX\b", re.M)
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_text_has_no_placeholders(ipynb):
+    text = ipynb.with_suffix(".md").read_text()
+    found = [m.group(0).strip() for m in PLACEHOLDER.finditer(text)]
+    assert not found, f"{ipynb.with_suffix('.md').name}: unwritten text {found}"
