@@ -340,8 +340,19 @@ def extract_member(base: str, dataset: str, f: DataFile) -> Path:
     return dest
 
 
+_SOURCES: dict[str, str] = {}
+
+
+def sources() -> dict[str, str]:
+    """Where each dataset/split this process loaded came from (``"mnist/train"`` -> its
+    label): `dlbook.claims` decides no experiment that ran on a bundled sample."""
+    return dict(_SOURCES)
+
+
 def log_provenance(line: str) -> None:
     """`python -m dlbook.record` sets $DLBOOK_PROVENANCE_LOG to learn which data a run used."""
+    key, _, label = line.partition(": ")
+    _SOURCES[key] = label
     path = os.environ.get("DLBOOK_PROVENANCE_LOG")
     if path:
         with open(path, "a") as f:
