@@ -159,7 +159,12 @@ class _Vocab:
         return [self.stoi.get(t, unk) for t in toks]
 
     def decode(self, ids: Iterable[int], skip_specials: bool = True) -> str:
-        toks = (self.itos[int(i)] for i in ids)
+        """The text of `ids`; an id outside [0, len) is an error (never read from the end)."""
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < len(self.itos)]
+        if bad:
+            raise IndexError(f"ids {bad[:5]} are not in this vocabulary of {len(self.itos)} tokens (0..{len(self.itos) - 1})")
+        toks = (self.itos[i] for i in ids)
         return self.JOIN.join(t for t in toks if not (skip_specials and t in self.specials))
 
 
