@@ -827,7 +827,7 @@ class ImageResult:
         file) raises `CheckpointError`."""
         name = Path(path).name
         s = load_checkpoint(path)
-        require_fields(s, {"runs": dict, "metric": str, "source": str, "x_shape": list, "seconds": (int, float)}, name)
+        require_fields(s, {"runs": dict, "metric": dict, "source": str, "x_shape": list, "seconds": (int, float)}, name)
         try:
             return cls.from_state_dict(s)
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -233,7 +233,7 @@ def test_a_trainer_checkpoint_is_not_an_image_result(tmp_path):
             progress=False, checkpoint=tmp_path / "t.pt").save()
     with pytest.raises(CheckpointError, match="lacks the field"):
         gr.ImageResult.load(tmp_path / "t.pt")
-    save_checkpoint(tmp_path / "r.pt", {"runs": {"a\x1fx": {}}, "metric": "m", "source": "s", "x_shape": [1],
+    save_checkpoint(tmp_path / "r.pt", {"runs": {"a\x1fx": {}}, "metric": {}, "source": "s", "x_shape": [1],
                                         "seconds": 1.0})
     with pytest.raises(CheckpointError, match="image-experiment result"):
         gr.ImageResult.load(tmp_path / "r.pt")
