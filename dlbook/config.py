@@ -173,7 +173,8 @@ def require(where: str, positive: Mapping[str, Any] = {}, nonneg: Mapping[str, A
     """Refuse bad sizes and hyperparameters where they enter a function or a config.
 
     `positive`: each value (or each element of a tuple) must be > 0; with `whole`, also a whole
-    number. `nonneg`: >= 0. `unit`: in [0, 1]. None means "not set" and is accepted."""
+    number. `nonneg`: >= 0. `unit`: in [0, 1]. Every value must be finite. None means "not set"
+    and is accepted."""
     for kind, items in (("> 0", positive), (">= 0", nonneg), ("in [0, 1]", unit)):
         for name, value in items.items():
             for v in _values(value):
@@ -184,7 +185,7 @@ def require(where: str, positive: Mapping[str, Any] = {}, nonneg: Mapping[str, A
                 ok = {"> 0": v > 0, ">= 0": v >= 0, "in [0, 1]": 0 <= v <= 1}[kind]
                 if whole and kind == "> 0" and int(v) != v:
                     ok = False
-                if not ok or v != v:
+                if not ok or v != v or v in (float("inf"), float("-inf")):  # NaN and inf are no setting
                     raise ConfigError(f"{where}: {name} must be {'a whole number ' if whole and kind == '> 0' else ''}"
                                       f"{kind}, got {value!r}")
 

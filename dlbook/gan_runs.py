@@ -42,7 +42,8 @@ from torch.nn import functional as F
 from . import gan
 from .config import Settings, require
 from .metrics import spread  # noqa: F401  (the chapters call gr.spread)
-from .train import CheckpointError, History, _plain, load_checkpoint, run_jobs, save_checkpoint  # noqa: F401
+from .train import (CheckpointError, History, NonFiniteLoss, check_history, check_optimizer, check_state,  # noqa: F401
+                    copy_state, load_checkpoint, plain, require_fields, run_jobs, save_checkpoint)
 
 # ======================================================================== seeds and processes
 
@@ -286,12 +287,14 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         Gw, Tw = DDP(G, device_ids=ids), DDP(T, device_ids=ids)
     opt_g, opt_t = _adam(G, cfg, dev), _adam(T, cfg, dev)
     hist, evals, snaps, start, spent = History(), History(), {}, 0, 0.0
+    acc: dict[str, torch.Tensor] = {}  # metric sums of the open log interval
+    n_acc = 0
     require("train_gan", positive={"stop_at": stop_at}, whole=True)
     loop_key = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "progress")}
-    key = _plain({"run": run_key, "loop": loop_key, "loss": repr(loss), "seed": seed, "world": procs.world})
+    key = plain({"run": run_key, "loop": loop_key, "loss": repr(loss), "seed": seed, "world": procs.world})
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        start, spent = _resume(ckpt, key, cfg.steps, dev, G, T, opt_g, opt_t, hist, evals, snaps)
+        start, spent, n_acc = _resume(ckpt, key, cfg.steps, dev, G, T, opt_g, opt_t, hist, evals, snaps, acc)
     use_amp = cfg.amp and dev.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     b = cfg.batch // procs.world
@@ -314,11 +317,19 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         evals.log(step, _broadcast(row, procs))
 
     def save(step: int) -> None:
+        sums = {k: v.detach().reshape(()).clone() for k, v in sorted(acc.items())}  # dtype kept: exact resume
+        if procs.world > 1 and sums:  # the open interval, averaged over the processes
+            import torch.distributed as dist
+
+            t = torch.stack([v.float() for v in sums.values()])
+            dist.all_reduce(t)
+            sums = dict(zip(sums, (t / procs.world).unbind()))
         if procs.main:
             save_checkpoint(ckpt, {"G": G.state_dict(), "T": T.state_dict(), "opt_g": opt_g.state_dict(),
                                    "opt_t": opt_t.state_dict(), "step": step, "history": hist.state_dict(),
                                    "evals": evals.state_dict(), "seconds": spent, "run_key": key,
-                                   "snapshots": {str(k): _tensors(v) for k, v in snaps.items()}})
+                                   "snapshots": {str(k): _tensors(v) for k, v in snaps.items()},
+                                   "pending": {"sums": {k: v.cpu() for k, v in sums.items()}, "count": n_acc}})
         _barrier(procs)
 
     from tqdm.auto import tqdm
@@ -326,8 +337,6 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
     hooks(start)
     bar = tqdm(total=cfg.steps, initial=start, desc=desc or loss.name, leave=False,
                disable=not (cfg.progress and procs.main))
-    acc: dict[str, torch.Tensor] = {}
-    n_acc = 0
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     for step in range(start, end):
         t0 = time.perf_counter()
@@ -365,8 +374,13 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         acc["generator"] = acc["generator"] + lg.detach() if "generator" in acc else lg.detach().clone()
         n_acc += 1
         spent += time.perf_counter() - t0
-        if s % cfg.log_every == 0 or s == end:
+        if s % cfg.log_every == 0 or s == cfg.steps:  # an early stop leaves its interval open
             vals = _all_mean(acc, n_acc, procs)
+            bad = [k for k, v in vals.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLoss(f"train_gan ({loss.name}, seed {seed}): the mean {bad[0]} loss of steps "
+                                    f"{s - n_acc + 1}..{s} is {vals[bad[0]]}; training stopped (the last "
+                                    "checkpoint, if any, is from before). A learning rate too large is the usual cause.")
             hist.log(s, vals)
             acc, n_acc = {}, 0
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:2]}, refresh=False)
@@ -397,26 +411,45 @@ def _adam(net: nn.Module, cfg: LoopConfig, dev: torch.device) -> torch.optim.Ada
 
 
 def _resume(ckpt: Path, key: Any, steps: int, dev, G, T, opt_g, opt_t, hist: History, evals: History,
-            snaps: dict) -> tuple[int, float]:
+            snaps: dict, acc: dict) -> tuple[int, float, int]:
+    """Check every field of the checkpoint, then load it; nothing is modified when it is refused."""
     s = load_checkpoint(ckpt, map_location=dev)
-    if s.get("run_key") != key:
-        raise CheckpointError(f"{ckpt.name} was written by another run (its settings differ from this one's); "
+    name = ckpt.name
+    require_fields(s, {"G": dict, "T": dict, "opt_g": dict, "opt_t": dict, "step": int, "history": dict,
+                       "evals": dict, "seconds": (int, float), "run_key": None, "snapshots": dict,
+                       "pending": dict}, name)
+    if s["run_key"] != key:
+        raise CheckpointError(f"{name} was written by another run (its settings differ from this one's); "
                               "delete it or give this run another checkpoint path")
-    if int(s.get("step", 0)) > steps:
-        raise CheckpointError(f"{ckpt.name} is at step {int(s['step'])}, past the {steps} steps asked for: it "
+    if not 0 <= s["step"] <= steps:
+        raise CheckpointError(f"{name} is at step {s['step']}, past the {steps} steps asked for: it "
                               "belongs to a longer run; delete it or give this run another checkpoint path")
+    check_state(G, s["G"], name, "G")
+    check_state(T, s["T"], name, "T")
+    check_optimizer(opt_g, s["opt_g"], name, "opt_g")
+    check_optimizer(opt_t, s["opt_t"], name, "opt_t")
+    check_history(s["history"], name)
+    check_history(s["evals"], name, "evals")
+    pend = s["pending"]
+    if not (isinstance(pend.get("sums"), dict) and isinstance(pend.get("count"), int)
+            and all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in pend["sums"].values())):
+        raise CheckpointError(f"{name}: field 'pending' is not an open log interval; delete the file")
+    backup = [copy_state(m.state_dict()) for m in (G, T, opt_g, opt_t)]
     try:
         G.load_state_dict(s["G"])
         T.load_state_dict(s["T"])
         opt_g.load_state_dict(s["opt_g"])
         opt_t.load_state_dict(s["opt_t"])
-        hist.load_state_dict(s["history"])
-        evals.load_state_dict(s["evals"])
-        snaps.update({int(k): _arrays(v) for k, v in s["snapshots"].items()})
-        return int(s["step"]), float(s["seconds"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{ckpt.name} does not fit these nets or optimisers ({str(e)[:200]}); delete it "
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        for m, b in zip((G, T, opt_g, opt_t), backup):
+            m.load_state_dict(b)
+        raise CheckpointError(f"{name} does not fit these nets or optimisers ({str(e)[:200]}); delete it "
                               "or give this run another checkpoint path") from None
+    hist.load_state_dict(s["history"])
+    evals.load_state_dict(s["evals"])
+    snaps.update({int(k): _arrays(v) for k, v in s["snapshots"].items()})
+    acc.update({k: v.to(dev) for k, v in pend["sums"].items()})
+    return s["step"], float(s["seconds"]), pend["count"]
 
 
 # ======================================================================== jobs in processes
@@ -790,7 +823,16 @@ class ImageResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageResult":
-        return cls.from_state_dict(load_checkpoint(path))
+        """A result saved by `save`; any other file (a Trainer checkpoint, a torn or corrupt
+        file) raises `CheckpointError`."""
+        name = Path(path).name
+        s = load_checkpoint(path)
+        require_fields(s, {"runs": dict, "metric": dict, "source": str, "x_shape": list, "seconds": (int, float)}, name)
+        try:
+            return cls.from_state_dict(s)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{name} does not hold an image-experiment result ({type(e).__name__}: "
+                                  f"{str(e)[:120]}); delete it") from None
 
 
 def image_experiment(cfg: ImageConfig, table: Mapping[str, Any], device=None,
@@ -1020,9 +1062,11 @@ class ClassifierFID(ImageMetric):
         if not self.cache.is_file():
             return False
         try:
-            s = load_checkpoint(self.cache, map_location="cpu")
-            if s.get("digest") != digest:
+            s = load_checkpoint(self.cache, map_location="cpu")  # checksummed: a flipped bit is refused
+            require_fields(s, {"digest": str, "state": dict}, self.cache.name)
+            if s["digest"] != digest:
                 raise CheckpointError(f"{self.cache.name} holds another classifier")
+            check_state(self.net, s["state"], self.cache.name, "state")
             self.net.load_state_dict(s["state"])
             return True
         except (CheckpointError, RuntimeError, KeyError) as e:

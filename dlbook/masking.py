@@ -151,6 +151,14 @@ def bernoulli(shape: Sequence[int] | int, p: float, generator: torch.Generator |
 def dropout(x: torch.Tensor, eps: torch.Tensor, p: float) -> torch.Tensor:
     """x eps / p: inverted dropout with keep probability p (eq-03-dropout)."""
     require("dropout", positive={"p": p}, unit={"p": p})
+    try:
+        shape = torch.broadcast_shapes(x.shape, eps.shape)
+    except RuntimeError:
+        shape = None
+    if shape != eps.shape:  # one draw of eps per entry of x (leading sample dimensions allowed)
+        raise ValueError(f"dropout: eps {tuple(eps.shape)} must hold one draw per entry of x {tuple(x.shape)} "
+                         "(x's shape, optionally with leading sample dimensions); a smaller eps would be "
+                         "shared between entries")
     return x * eps / p  # (eq-03-dropout)
 
 
@@ -214,7 +222,10 @@ def bert_corrupt(ids: torch.Tensor, maskable: torch.Tensor, vocab_size: int, mas
     selected) where `selected` marks the positions the MLM loss predicts."""
     if ids.shape != maskable.shape:
         raise ValueError(f"bert_corrupt: ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} differ")
-    require("bert_corrupt", unit={"select": select, "split": tuple(split)})
+    require("bert_corrupt", unit={"select": select, "split": tuple(split)}, nonneg={"random_low": random_low})
+    if vocab_size <= random_low:
+        raise ValueError(f"bert_corrupt: random tokens are drawn from ids [random_low, vocab_size) = "
+                         f"[{random_low}, {vocab_size}), which is empty; vocab_size must exceed random_low")
     a, b, _ = split
     dev = ids.device
     selected = (torch.rand(ids.shape, generator=generator, device=dev) < select) & maskable
@@ -242,7 +253,11 @@ def renormalise(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Norm(A (x) M): zero the entries where M is 0 and rescale each row to sum 1
     (eq-03-attention-dropout). A: row-stochastic (..., n, n); M broadcasts against it."""
     AM = A * M
-    return AM / AM.sum(-1, keepdim=True)  # (eq-03-attention-dropout)
+    total = AM.sum(-1, keepdim=True)
+    if bool((total == 0).any()):
+        raise ValueError(f"renormalise: {int((total == 0).sum())} row(s) of A (x) M keep no weight (an all-zero "
+                         "mask row): their renormalisation is undefined; keep at least one key per row")
+    return AM / total  # (eq-03-attention-dropout)
 
 
 class Block(nn.Module):

@@ -65,10 +65,11 @@ def _git(*args: str, root: Path = ROOT) -> str:
 
 
 def git_commit(root: Path = ROOT) -> str:
-    """The short commit, with ``+local-changes`` when `dlbook/` differs from it."""
+    """The short commit, with ``+local-changes`` when `dlbook/` differs from it (a changed file,
+    or a new one not yet committed: a notebook may import it)."""
     try:
         rev = _git("rev-parse", "--short=12", "HEAD", root=root)
-        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "dlbook", root=root)
+        dirty = _git("status", "--porcelain", "--untracked-files=all", "--", "dlbook", root=root)
         return rev + ("+local-changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -174,7 +175,26 @@ def strip_progress(nb) -> int:
     return removed
 
 
+def _sigterm_as_exit(signum, frame):  # `timeout` sends SIGTERM: unwind so that temp files are removed
+    raise SystemExit(128 + signum)
+
+
 def record(ipynb: Path, profile: str, timeout: int | None = None, allow_dirty: bool = False) -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_exit)
+        try:
+            return _record(ipynb, profile, timeout, allow_dirty)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _record(ipynb, profile, timeout, allow_dirty)
+
+
+def _record(ipynb: Path, profile: str, timeout: int | None, allow_dirty: bool) -> dict:
+    import shutil
+
     import jupytext
     import nbformat
     import papermill as pm
@@ -240,9 +260,7 @@ def record(ipynb: Path, profile: str, timeout: int | None = None, allow_dirty: b
                 final.unlink()
     finally:
         os.unlink(env_log.name)
-        for p in Path(tmpdir).iterdir():
-            p.unlink()
-        os.rmdir(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)
     shown = ipynb.relative_to(ROOT) if ipynb.is_relative_to(ROOT) else ipynb.name
     print(f"record: {shown}: {provenance_line(prov)}")
     return prov

@@ -3,6 +3,8 @@ checkpoint every N steps and resume. A chapter can always write its own loop ins
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -98,7 +100,112 @@ def _to(batch: Any, dev: torch.device) -> Any:
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, not plain data, or from another run."""
+    """A checkpoint or cache that cannot be used: unreadable, cut short, corrupt (its content
+    does not match its checksum), missing a field, or from another run. Raised before anything
+    in the file is used or anything of the caller's is modified."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A training loss became NaN or infinite: the run stops instead of training on."""
+
+
+CHECKSUM_KEY = "content_sha256"
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's contents (tensors by dtype, shape and bytes; plain values by
+    type and value; containers in order), independent of how the file happens to be zipped."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, v: Any) -> None:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(v.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(v, dict):
+        h.update(f"D{len(v)}:".encode())
+        for k, x in v.items():
+            _feed(h, k)
+            _feed(h, x)
+    elif isinstance(v, (list, tuple)):
+        h.update(f"L{len(v)}:".encode())
+        for x in v:
+            _feed(h, x)
+    elif isinstance(v, str):
+        b = v.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(b)}:".encode() + b)
+    elif v is None or isinstance(v, (bool, int)):
+        h.update(f"{type(v).__name__}:{v!r};".encode())
+    elif isinstance(v, float):
+        h.update(f"F{float.hex(v)};".encode())
+    else:
+        h.update(f"O{type(v).__name__}:{v!r};".encode())
+
+
+def require_fields(s: Any, fields: dict[str, Any], name: str) -> None:
+    """Refuse a loaded checkpoint dict that lacks one of ``fields`` ({key: type or tuple of
+    types}) or holds a value of another type, with `CheckpointError`, before any is used."""
+    if not isinstance(s, dict):
+        raise CheckpointError(f"{name} holds a {type(s).__name__}, not a dict of fields; delete it")
+    missing = [k for k in fields if k not in s]
+    if missing:
+        raise CheckpointError(f"{name} lacks the field(s) {missing}: it is not a checkpoint of this kind "
+                              "(or was written by another version); delete it or give another path")
+    for k, kind in fields.items():
+        if kind is not None and not isinstance(s[k], kind):
+            raise CheckpointError(f"{name}: field {k!r} holds a {type(s[k]).__name__}; delete the file")
+
+
+def check_history(s: Any, name: str, field_name: str = "history") -> None:
+    """A stored `History` must be steps plus columns of the same length (plain numbers)."""
+    ok = (isinstance(s, dict) and isinstance(s.get("steps"), (list, tuple)) and isinstance(s.get("metrics"), dict)
+          and all(isinstance(c, (list, tuple)) and len(c) == len(s["steps"]) for c in s["metrics"].values())
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for c in [s["steps"], *s["metrics"].values()] for v in c))
+    if not ok:
+        raise CheckpointError(f"{name}: field {field_name!r} is not a metric history; delete the file")
+
+
+def check_state(module: nn.Module, sd: Any, name: str, field_name: str) -> None:
+    """A stored state dict must name exactly ``module``'s tensors with their shapes."""
+    own = module.state_dict()
+    if not isinstance(sd, dict) or list(sd) != list(own) and set(sd) != set(own):
+        extra = sorted(set(sd) - set(own)) if isinstance(sd, dict) else []
+        lack = sorted(set(own) - set(sd)) if isinstance(sd, dict) else []
+        raise CheckpointError(f"{name}: {field_name!r} does not fit this model (missing {lack[:4]}, unexpected "
+                              f"{extra[:4]}); delete it or give this run another checkpoint path")
+    for k, v in own.items():
+        w = sd[k]
+        if isinstance(v, torch.Tensor) and (not isinstance(w, torch.Tensor) or w.shape != v.shape):
+            raise CheckpointError(f"{name}: {field_name}[{k!r}] has shape {getattr(w, 'shape', type(w).__name__)}, "
+                                  f"this model's {tuple(v.shape)}; delete it or give this run another checkpoint path")
+
+
+def check_optimizer(opt: torch.optim.Optimizer, sd: Any, name: str, field_name: str) -> None:
+    """A stored optimiser state must have this optimiser's parameter groups and sizes."""
+    groups = sd.get("param_groups") if isinstance(sd, dict) else None
+    ok = (isinstance(groups, list) and isinstance(sd.get("state"), dict) and len(groups) == len(opt.param_groups)
+          and all(isinstance(g, dict) and len(g.get("params", ())) == len(o["params"])
+                  for g, o in zip(groups, opt.param_groups)))
+    if not ok:
+        raise CheckpointError(f"{name}: {field_name!r} does not fit this optimiser; delete it or give this run "
+                              "another checkpoint path")
+
+
+def check_rng(s: Any, name: str) -> None:
+    try:
+        ok = (isinstance(s["torch"], torch.Tensor) and s["torch"].dtype == torch.uint8
+              and len(s["numpy"]["keys"]) == 624 and isinstance(s["python"]["state"], torch.Tensor)
+              and len(s["python"]["state"]) == 625)
+    except (KeyError, TypeError, IndexError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{name}: field 'rng' is not a random-number state; delete the file")
 
 
 def rng_state() -> dict:
@@ -127,12 +234,15 @@ def set_rng_state(s: dict) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """`torch.save` to a temp file beside `path`, then rename: never a half-written file."""
+    """`torch.save` to a temp file beside `path`, then rename: never a half-written file. The
+    file carries a checksum of its contents (`content_digest`), checked by `load_checkpoint`."""
+    if not isinstance(state, dict) or CHECKSUM_KEY in state:
+        raise ValueError(f"save_checkpoint: state must be a dict without a {CHECKSUM_KEY!r} key")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        torch.save(state, tmp)
+        torch.save({**state, CHECKSUM_KEY: content_digest(state)}, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -143,27 +253,41 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
     """Load a checkpoint or cache written by `save_checkpoint` with ``weights_only=True``:
     only tensors and plain containers are rebuilt, so a crafted file cannot run code. A file
-    that is torn, foreign or holds other objects raises `CheckpointError` (nothing from it
-    has run); delete it to start afresh."""
+    that is cut short, torn, foreign, holds other objects, has no checksum or does not match
+    it raises `CheckpointError` (nothing from it has run); delete it to start afresh."""
     import pickle
     import zipfile
 
     path = Path(path)
     try:
         s = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError) as e:
+            AttributeError, TypeError, OSError, KeyError, IndexError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path.name} is not a usable dlbook checkpoint (torn, foreign, or holding objects other "
-            f"than tensors and plain values: {first}). Nothing from it was run. Delete it "
+            f"{path.name} is not a usable dlbook checkpoint (cut short, torn, foreign, or holding objects "
+            f"other than tensors and plain values: {first}). Nothing from it was run. Delete it "
             f"(rm '{path.name}' in its folder) to start the run afresh.") from None
     if not isinstance(s, dict):
         raise CheckpointError(f"{path.name} holds a {type(s).__name__}, not a checkpoint dict; delete it")
+    digest = s.pop(CHECKSUM_KEY, None)
+    if not isinstance(digest, str):
+        raise CheckpointError(f"{path.name} carries no content checksum (written by another program or an "
+                              "older dlbook); delete it to start afresh")
+    if content_digest(s) != digest:
+        raise CheckpointError(f"{path.name} is corrupt: its contents do not match their checksum. Delete it "
+                              f"(rm '{path.name}' in its folder) to start afresh.")
     return s
 
 
-def _plain(v: Any) -> Any:
+def copy_state(sd: Any) -> Any:
+    """A deep copy of a state dict (tensors cloned), to restore should a load fail midway."""
+    return copy.deepcopy(sd)
+
+
+def plain(v: Any) -> Any:
     """A run key as plain data (a dataclass becomes a dict; tuples become lists), so that
     it survives a weights-only checkpoint and compares equal after loading."""
     from dataclasses import asdict, is_dataclass
@@ -171,12 +295,13 @@ def _plain(v: Any) -> Any:
     if is_dataclass(v) and not isinstance(v, type):
         v = asdict(v)
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     return repr(v)
+
 
 
 class Trainer:
@@ -218,6 +343,7 @@ class Trainer:
         self.run_key = run_key
         self.history = History()
         self.step = 0
+        self.pending: tuple[dict[str, float], int] = ({}, 0)  # sums and count of the open log interval
         self.resumed_from: int | None = None
 
     # -- checkpoints
@@ -225,35 +351,61 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "step": self.step, "history": self.history.state_dict(), "rng": rng_state(),
-                "run_key": _plain(self.run_key)}
+                "run_key": plain(self.run_key),
+                # the metrics of a log interval still open: a resumed run logs what an
+                # uninterrupted one would have
+                "pending": {"sums": dict(self.pending[0]), "count": self.pending[1]}}
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         return save_checkpoint(path or self.checkpoint, self.state_dict())
 
     def load(self, path: str | os.PathLike | None = None, steps: int | None = None) -> int:
-        """Resume from a checkpoint of this run; refuse one from another run (`run_key`) or one
-        already past `steps`."""
+        """Resume from a checkpoint of this run; refuse one from another run (`run_key`), one
+        already past `steps`, or one with a missing or unfitting field, with `CheckpointError`
+        before the model, optimiser, scheduler or RNGs are touched."""
         path = Path(path or self.checkpoint)
         s = load_checkpoint(path, map_location=self.device)
-        if s.get("run_key") != _plain(self.run_key):
+        name = path.name
+        require_fields(s, {"model": dict, "optimizer": dict, "scheduler": (dict, type(None)), "step": int,
+                           "history": dict, "rng": dict, "run_key": None, "pending": dict}, name)
+        if s["run_key"] != plain(self.run_key):
             raise CheckpointError(
-                f"{path.name} was written by another run (its settings differ from this one's); "
+                f"{name} was written by another run (its settings differ from this one's); "
                 "delete it or give this run another checkpoint path")
-        if steps is not None and int(s.get("step", 0)) > steps:
+        if s["step"] < 0 or (steps is not None and s["step"] > steps):
             raise CheckpointError(
-                f"{path.name} is at step {int(s['step'])}, past the {steps} steps asked for: it belongs "
+                f"{name} is at step {s['step']}, past the {steps} steps asked for: it belongs "
                 "to a longer run; delete it or give this run another checkpoint path")
+        check_state(self.model, s["model"], name, "model")
+        check_optimizer(self.optimizer, s["optimizer"], name, "optimizer")
+        if (self.scheduler is None) != (s["scheduler"] is None):
+            raise CheckpointError(f"{name}: this run {'has' if self.scheduler is not None else 'has no'} "
+                                  "learning-rate schedule and the checkpoint's run did not; delete it")
+        check_history(s["history"], name)
+        check_rng(s["rng"], name)
+        pend = s["pending"]
+        if not (isinstance(pend.get("sums"), dict) and isinstance(pend.get("count"), int)
+                and all(isinstance(v, float) for v in pend["sums"].values())):
+            raise CheckpointError(f"{name}: field 'pending' is not an open log interval; delete the file")
+        backup = (copy_state(self.model.state_dict()), copy_state(self.optimizer.state_dict()),
+                  copy_state(self.scheduler.state_dict()) if self.scheduler is not None else None, rng_state())
         try:
             self.model.load_state_dict(s["model"])
             self.optimizer.load_state_dict(s["optimizer"])
-            if self.scheduler is not None and s["scheduler"] is not None:
+            if self.scheduler is not None:
                 self.scheduler.load_state_dict(s["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path.name} does not fit this model or optimiser ({str(e)[:200]}); "
+            set_rng_state(s["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            self.model.load_state_dict(backup[0])  # leave everything as it was
+            self.optimizer.load_state_dict(backup[1])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(backup[2])
+            set_rng_state(backup[3])
+            raise CheckpointError(f"{name} does not fit this model or optimiser ({str(e)[:200]}); "
                                   "delete it or give this run another checkpoint path") from None
-        self.step = int(s["step"])
+        self.step = s["step"]
         self.history.load_state_dict(s["history"])
-        set_rng_state(s["rng"])
+        self.pending = (dict(pend["sums"]), pend["count"])
         self.resumed_from = self.step
         return self.step
 
@@ -280,8 +432,7 @@ class Trainer:
 
             bar = tqdm(total=steps, initial=self.step, desc=self.desc, leave=False)
         end = min(steps, stop_at) if stop_at is not None else steps
-        acc: dict[str, float] = {}
-        n_acc = 0
+        acc, n_acc = self.pending
         self.model.train()
         while self.step < end:
             epoch, skip = divmod(self.step, per_epoch) if per_epoch else (0, 0)
@@ -295,7 +446,8 @@ class Trainer:
                 for k, v in metrics.items():
                     acc[k] = acc.get(k, 0.0) + v
                 n_acc += 1
-                if self.step % self.log_every == 0 or self.step == end:
+                # a run stopped early (stop_at) leaves its open interval pending, not logged
+                if self.step % self.log_every == 0 or self.step == steps:
                     mean = {k: v / n_acc for k, v in acc.items()}
                     self.history.log(self.step, mean)
                     acc, n_acc = {}, 0
@@ -303,6 +455,7 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in list(mean.items())[:3]}, refresh=False)
                     for cb in self.callbacks:
                         cb(self, self.step, mean)
+                self.pending = (acc, n_acc)
                 if bar is not None:
                     bar.update(1)
                 if (self.checkpoint is not None and self.checkpoint_every
@@ -323,6 +476,12 @@ class Trainer:
         with self._autocast():
             out = self.step_fn(self.model, batch)
         loss, extra = (out if isinstance(out, tuple) else (out, {}))
+        value = loss.detach().float().item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"{self.desc}: the loss is {value} at step {self.step + 1}; training stopped before this "
+                "update (the model keeps the parameters of the step before). A learning rate too large, "
+                "or data holding NaN or inf, are the usual causes.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -330,7 +489,7 @@ class Trainer:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        metrics = {"loss": loss.detach()}
+        metrics = {"loss": value}
         metrics.update(extra)
         return {k: (v.detach().float().item() if isinstance(v, torch.Tensor) else float(v))
                 for k, v in metrics.items()}

@@ -109,3 +109,15 @@ def test_settings_refuse_bad_values():
                     ({"steps": "10"}, "must be a number")]:
         with pytest.raises(config.ConfigError, match=msg):
             Config(**kw)
+
+
+@pytest.mark.parametrize("kw", [{"lr": float("inf")}, {"lr": float("nan")}, {"lam": float("inf")},
+                                {"betas": (0.5, float("nan"))}])
+def test_non_finite_settings_are_refused(kw):
+    with pytest.raises(config.ConfigError, match=next(iter(kw))):
+        config.require("probe", positive={k: v for k, v in kw.items() if k != "lam"},
+                       nonneg={k: v for k, v in kw.items() if k == "lam"})
+    from dlbook.gan_runs import LoopConfig
+
+    with pytest.raises(config.ConfigError, match="lr"):
+        LoopConfig(lr=float("inf"))

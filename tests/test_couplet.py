@@ -448,3 +448,32 @@ def test_archive_members_are_extracted_and_verified(offline_data, monkeypatch):
     (cache / "test" / "in.txt").unlink()
     with pytest.raises(data.DataError, match="cannot read member"):
         data.load_text("couplet", "test", allow_sample=False)
+    # a second bad archive is moved aside beside the first, which is kept
+    assert (cache / "couplet.tar.gz.corrupt").exists() and (cache / "couplet.tar.gz.corrupt.1").exists()
+
+
+def test_an_archive_member_larger_than_the_file_can_be_is_refused_while_extracting(offline_data, monkeypatch):
+    """A few hundred KB of gzip can hold hundreds of MB of zeros: the member size is checked
+    from its header and again as it is written, so the cache never holds more than the bound."""
+    monkeypatch.setenv("DLBOOK_OFFLINE", "0")
+    server = offline_data / "server"
+    server.mkdir()
+    big = b"\0" * (4 << 20)
+    _archive(server / "couplet.tar.gz", {"couplet/test/in.txt": big, "couplet/test/out.txt": b"a \n"})
+    files = {"test_upper": data.DataFile("test/in.txt", hashlib.sha256(big).hexdigest(), algo="sha256",
+                                         archive=("couplet.tar.gz", "couplet/test/in.txt"), max_bytes=1 << 20),
+             "test_lower": data.DataFile("test/out.txt", hashlib.sha256(b"a \n").hexdigest(), algo="sha256",
+                                         archive=("couplet.tar.gz", "couplet/test/out.txt"), max_bytes=1 << 20)}
+    _with_archive_source(monkeypatch, server, files)
+    with pytest.raises(data.DataError, match="declares 4,194,304 bytes"):
+        data.load_text("couplet", "test", allow_sample=False)
+    cache = offline_data / "cache" / "couplet"
+    assert not (cache / "test" / "in.txt").exists() and not list(cache.rglob("*.part"))
+
+    # a file with no bound of its own gets the registry's
+    (cache / "couplet.tar.gz.corrupt").unlink()
+    _with_archive_source(monkeypatch, server, {k: replace(v, max_bytes=None) for k, v in files.items()})
+    monkeypatch.setattr(data.registry, "MAX_MEMBER_BYTES", 1 << 20)
+    with pytest.raises(data.DataError, match="more than the 1,048,576"):
+        data.load_text("couplet", "test", allow_sample=False)
+    assert not (cache / "test" / "in.txt").exists()

@@ -309,3 +309,11 @@ def test_shared_offline_copies_verify(env, monkeypatch):
     d = data.load("mnist", "test")
     assert len(d) == 10000 and d.source == ("t10k-images-idx3-ubyte.gz, offline copy; "
                                             "t10k-labels-idx1-ubyte.gz, offline copy")
+
+
+def test_an_unknown_profile_is_an_error_for_the_loaders(env, toy, monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        data.load("toy")
+    with pytest.raises(ValueError, match="bogus"):
+        data.load_text("tinyshakespeare")

@@ -68,3 +68,12 @@ def test_word_vocab_spells_out_rare_words_and_keeps_line_breaks():
         v.encode("zq", strict=True)
     with pytest.raises(ValueError, match="size"):
         data.WordVocab.build(["a"], size=-1)
+
+
+def test_decode_refuses_ids_outside_the_vocabulary():
+    v = data.CharVocab.build(["abc"])
+    with pytest.raises(IndexError, match=r"\[-1\]"):
+        v.decode([-1])
+    with pytest.raises(IndexError, match="not in this vocabulary"):
+        v.decode([len(v.itos)])
+    assert v.decode(v.encode("cab")) == "cab"

@@ -185,6 +185,67 @@ def test_ganrun_state_round_trip_is_weights_only(tmp_path):
     assert np.array_equal(back.snapshots[30]["x"], run.snapshots[30]["x"])
 
 
+@pytest.mark.parametrize("stop_at", [3, 5, 7])
+def test_a_run_stopped_inside_a_log_interval_resumes_to_the_uninterrupted_history(tmp_path, stop_at):
+    cfg = replace(LOOP, steps=12, log_every=4, eval_every=4, checkpoint_every=3)
+    full_G, full_T, d = toy()
+    full = gr.train_gan(full_G, full_T, gan.WGANGP(), d.sample, cfg, seed=2, device="cpu")
+    assert full.history.steps == [4, 8, 12]
+    G, T, d = toy()
+    part = gr.train_gan(G, T, gan.WGANGP(), d.sample, cfg, seed=2, device="cpu", checkpoint=tmp_path / "c.pt",
+                        stop_at=stop_at)
+    assert part.history.steps == [4] * (stop_at >= 4)  # no log entry at the stop
+    G, T, d = toy()
+    resumed = gr.train_gan(G, T, gan.WGANGP(), d.sample, cfg, seed=2, device="cpu", checkpoint=tmp_path / "c.pt")
+    assert resumed.history.steps == [4, 8, 12] and resumed.history.metrics == full.history.metrics
+    for a, b in zip(full.G.parameters(), resumed.G.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("spoil", ["G", "opt_t", "step", "pending", "history", "shape"])
+def test_a_checkpoint_with_a_bad_field_changes_nothing_and_says_so(tmp_path, spoil):
+    from dlbook.train import save_checkpoint
+
+    G, T, d = toy()
+    gr.train_gan(G, T, gan.WGANGP(), d.sample, LOOP, device="cpu", checkpoint=tmp_path / "c.pt", stop_at=10)
+    s = load_checkpoint(tmp_path / "c.pt")
+    if spoil == "shape":
+        k = next(iter(s["T"]))
+        s["T"][k] = torch.zeros(1)
+    elif spoil == "history":
+        s["history"] = {"steps": [10], "metrics": {"critic": []}}
+    else:
+        del s[spoil]
+    save_checkpoint(tmp_path / "c.pt", s)
+    G, T, d = toy(seed=4)
+    before = [p.detach().clone() for p in list(G.parameters()) + list(T.parameters())]
+    with pytest.raises(CheckpointError):
+        gr.train_gan(G, T, gan.WGANGP(), d.sample, LOOP, device="cpu", checkpoint=tmp_path / "c.pt")
+    for a, b in zip(before, list(G.parameters()) + list(T.parameters())):
+        assert torch.equal(a, b)
+
+
+def test_a_trainer_checkpoint_is_not_an_image_result(tmp_path):
+    from dlbook.train import Trainer, save_checkpoint
+
+    net = torch.nn.Linear(2, 1)
+    Trainer(net, torch.optim.SGD(net.parameters(), 0.1), lambda m, b: m(b).sum(), device="cpu",
+            progress=False, checkpoint=tmp_path / "t.pt").save()
+    with pytest.raises(CheckpointError, match="lacks the field"):
+        gr.ImageResult.load(tmp_path / "t.pt")
+    save_checkpoint(tmp_path / "r.pt", {"runs": {"a\x1fx": {}}, "metric": {}, "source": "s", "x_shape": [1],
+                                        "seconds": 1.0})
+    with pytest.raises(CheckpointError, match="image-experiment result"):
+        gr.ImageResult.load(tmp_path / "r.pt")
+
+
+def test_a_diverging_gan_stops_with_a_clear_error():
+    G, T, d = toy()
+    cfg = replace(LOOP, lr=1e30)
+    with pytest.raises(gr.NonFiniteLoss, match="training stopped"):
+        gr.train_gan(G, T, gan.WGAN(), d.sample, cfg, device="cpu")
+
+
 # ---------------------------------------------------------------- toys and jobs
 
 
@@ -269,6 +330,13 @@ def test_classifier_fid_is_cached_atomically_and_a_torn_cache_is_rebuilt(cache):
         rebuilt = gr.ClassifierFID("mnist", 32, "pad", recipe, n_eval=100, progress=False)
     assert not rebuilt.cached and rebuilt.accuracy == m.accuracy  # seeded: the same classifier again
     assert gr.ClassifierFID("mnist", 32, "pad", recipe, n_eval=100, progress=False).cached
+    data = bytearray(files[0].read_bytes())  # one flipped bit inside the weights: caught by the checksum
+    w = rebuilt.net.state_dict()[next(iter(rebuilt.net.state_dict()))].flatten()[:4].numpy().tobytes()
+    data[data.index(w)] ^= 0x01
+    files[0].write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="corrupt.*retraining"):
+        again = gr.ClassifierFID("mnist", 32, "pad", recipe, n_eval=100, progress=False)
+    assert not again.cached and again.accuracy == m.accuracy
     with pytest.raises(ValueError, match=r"expected images \(N, 1, 32, 32\)"):
         m(torch.zeros(4, 1, 28, 28))
     d = m.describe()
@@ -419,7 +487,7 @@ def _torchrun(tmp_path, nproc, batch):
 def test_torchrun_two_processes_match_one_process_fed_the_same_global_batches(tmp_path):
     _torchrun(tmp_path, 2, 8)
     _torchrun(tmp_path, 1, 8)
-    r0, r1, one = (load_checkpoint(tmp_path / f"rank{r}-of-{w}.pt") for r, w in ((0, 2), (1, 2), (0, 1)))
+    r0, r1, one = (torch.load(tmp_path / f"rank{r}-of-{w}.pt", weights_only=True) for r, w in ((0, 2), (1, 2), (0, 1)))
     for net in ("G", "T"):
         for name, a in r0[net].items():
             assert torch.equal(a, r1[net][name]), f"ranks differ in {net}.{name}"

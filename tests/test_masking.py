@@ -50,6 +50,33 @@ def test_dropout_refuses_a_zero_keep_probability():
         mk.dropout(torch.ones(3), torch.ones(3), 0.0)
 
 
+def test_dropout_needs_one_draw_per_entry():
+    x = torch.ones(4, 3)
+    with pytest.raises(ValueError, match="one draw per entry"):
+        mk.dropout(x, torch.ones(1, 3), 0.5)  # would share a mask between rows
+    with pytest.raises(ValueError, match="one draw per entry"):
+        mk.dropout(x, torch.ones(2, 3), 0.5)
+    assert mk.dropout(x, torch.ones(7, 4, 3), 0.5).shape == (7, 4, 3)  # leading sample dimensions
+    assert mk.dropout(torch.ones(3), torch.ones(5, 3), 0.5).shape == (5, 3)
+
+
+def test_renormalise_refuses_an_all_zero_mask_row():
+    A = torch.full((2, 3), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="1 row"):
+        mk.renormalise(A, torch.tensor([[1.0, 0, 1], [0, 0, 0]], dtype=torch.float64))
+    assert torch.allclose(mk.renormalise(A, torch.tensor([1.0, 0, 0], dtype=torch.float64)).sum(-1),
+                          torch.ones(2, dtype=torch.float64))
+
+
+def test_bert_corrupt_needs_room_for_random_tokens():
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    for V in (5, 3):
+        with pytest.raises(ValueError, match="vocab_size must exceed random_low"):
+            mk.bert_corrupt(ids, ids >= 0, V, random_low=5)
+    with pytest.raises(ConfigError, match="random_low"):
+        mk.bert_corrupt(ids, ids >= 0, 10, random_low=-1)
+
+
 # ----------------------------------------------------------------------------- D4, D5
 def test_d4_d5_bert_expected_input_and_variance():
     g = gen(3)

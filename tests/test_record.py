@@ -169,3 +169,42 @@ def test_a_recording_may_not_fall_back_to_the_bundled_sample(offline_data, monke
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert "bundled sample" in data.load("mnist", "test").source
+
+
+def test_an_uncommitted_new_module_makes_the_commit_local_changes(tmp_path):
+    import subprocess
+
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    run("init", "-q")
+    (tmp_path / "dlbook").mkdir()
+    (tmp_path / "dlbook" / "a.py").write_text("x = 1\n")
+    run("add", "-A")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    assert not record.git_commit(tmp_path).endswith("+local-changes")
+    (tmp_path / "dlbook" / "new_module.py").write_text("y = 2\n")  # not yet committed
+    assert record.git_commit(tmp_path).endswith("+local-changes")
+
+
+def test_sigterm_during_record_leaves_no_temp_files(nb, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    md, ipynb = nb
+    md.write_text(TEXT.replace("assert FAIL_HERE is False", "import time; time.sleep(60)"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    code = f"from dlbook import record; record.record(__import__('pathlib').Path({str(ipynb)!r}), 'smoke', allow_dirty=True)"
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=os.getcwd())
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp.glob("dlbook-record-*")):
+        time.sleep(0.2)
+    assert list(tmp.glob("dlbook-record-*")), "the record step never started"
+    time.sleep(3)  # the kernel is running the notebook
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) != 0
+    time.sleep(1)
+    assert not list(tmp.glob("dlbook-record-*")) and not [f for f in tmp.iterdir() if f.suffix == ".log"]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dlbook.config import seed_everything
-from dlbook.train import (ArrayLoader, CheckpointError, History, Trainer, load_checkpoint, rng_state,
+from dlbook.train import (ArrayLoader, CheckpointError, History, NonFiniteLoss, Trainer, load_checkpoint, rng_state,
                           save_checkpoint, set_rng_state)
 
 
@@ -204,3 +204,96 @@ def test_bad_step_counts_are_refused(steps):
     model, opt, sched, loader, step = _problem()
     with pytest.raises(ValueError, match="steps"):
         Trainer(model, opt, step, device="cpu", progress=False).fit(loader, steps=steps)
+
+
+# ---------------------------------------------------------------- reliability probes
+
+
+def test_a_checkpoint_cut_anywhere_is_a_checkpoint_error(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem()
+    Trainer(model, opt, step, device="cpu", progress=False, checkpoint=ckpt).fit(loader, steps=3)
+    data = ckpt.read_bytes()
+    for cut in sorted({0, 1, 10, 100, 512, *range(0, len(data), max(1, len(data) // 41)), len(data) - 1}):
+        ckpt.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError):
+            load_checkpoint(ckpt)
+
+
+def test_one_flipped_bit_is_caught_by_the_checksum(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    save_checkpoint(ckpt, {"w": torch.arange(64, dtype=torch.float32), "step": 3})
+    data = bytearray(ckpt.read_bytes())
+    at = data.index(torch.arange(64, dtype=torch.float32)[5:6].numpy().tobytes())  # inside the tensor's bytes
+    data[at] ^= 0x01
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ckpt)
+    torch.save({"w": torch.zeros(2)}, ckpt)  # no checksum: written by something else
+    with pytest.raises(CheckpointError, match="no content checksum"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("crash_at", [3, 5, 6])
+def test_a_resumed_run_logs_the_history_of_an_uninterrupted_one(tmp_path, crash_at):
+    """checkpoint_every=3, log_every=4: the log interval open at the checkpoint is carried over."""
+    model, opt, sched, loader, step = _problem(seed=2)
+    full = Trainer(model, opt, step, device="cpu", scheduler=sched, progress=False, log_every=4)
+    full.fit(loader, steps=13)
+    want = full.history.state_dict()
+    assert want["steps"] == [4, 8, 12, 13]
+
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem(seed=2)
+    t = Trainer(model, opt, step, device="cpu", scheduler=sched, progress=False, log_every=4, checkpoint=ckpt,
+                checkpoint_every=3)
+    t.fit(loader, steps=13, stop_at=crash_at)
+    assert t.history.steps == [4] * (crash_at >= 4)  # an early stop logs no partial interval
+    model, opt, sched, loader, step = _problem(seed=2)
+    t2 = Trainer(model, opt, step, device="cpu", scheduler=sched, progress=False, log_every=4, checkpoint=ckpt,
+                 checkpoint_every=3)
+    t2.fit(loader, steps=13)
+    assert t2.history.state_dict() == want
+
+
+@pytest.mark.parametrize("spoil", ["drop-model", "drop-step", "drop-pending", "drop-history", "bad-step",
+                                   "bad-history", "bad-rng", "shape", "opt-groups", "drop-scheduler", "drop-rng"])
+def test_a_checkpoint_with_a_bad_field_is_refused_before_anything_is_loaded(tmp_path, spoil):
+    ckpt = tmp_path / "run.pt"
+    model, opt, sched, loader, step = _problem()
+    s = Trainer(model, opt, step, device="cpu", scheduler=sched, progress=False).state_dict()
+    s["step"] = 2
+    field = spoil.split("-", 1)[-1]
+    if spoil.startswith("drop"):
+        del s[field]
+    elif spoil == "bad-step":
+        s["step"] = "2"
+    elif spoil == "bad-history":
+        s["history"] = {"steps": [1, 2], "metrics": {"loss": [0.5]}}
+    elif spoil == "bad-rng":
+        s["rng"] = {"torch": torch.zeros(3)}
+    elif spoil == "shape":
+        s["model"]["0.weight"] = torch.zeros(3, 5)
+    elif spoil == "opt-groups":
+        s["optimizer"]["param_groups"].append(dict(s["optimizer"]["param_groups"][0]))
+    save_checkpoint(ckpt, s)
+    model, opt, sched, loader, step = _problem(seed=7)
+    before = (_params(model), copy_opt(opt), sched.state_dict(), torch.get_rng_state())
+    t = Trainer(model, opt, step, device="cpu", scheduler=sched, progress=False, checkpoint=ckpt)
+    with pytest.raises(CheckpointError):
+        t.fit(loader, steps=5)
+    assert torch.equal(_params(model), before[0]) and copy_opt(opt) == before[1]
+    assert sched.state_dict() == before[2] and torch.equal(torch.get_rng_state(), before[3]) and t.step == 0
+
+
+def copy_opt(opt):
+    return repr(opt.state_dict())
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_error():
+    model, _, _, loader, step = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=float("nan"))
+    t = Trainer(model, opt, step, device="cpu", progress=False)
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 2"):
+        t.fit(loader, steps=10)
+    assert t.step == 1

@@ -60,7 +60,8 @@ def load(name: str, split: str = "train", limit: int | None = None,
     if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
         raise DataError(f"{name}/{split}: limit must be a whole number >= 0 (or None for all), got {limit!r}")
     index = None
-    if allow_sample and ds.sample is not None and prefer_sample():
+    smoke = prefer_sample()  # resolves the profile first: an unknown $DLBOOK_PROFILE is an error
+    if allow_sample and ds.sample is not None and smoke:
         x, y, index = _read_sample(ds, split)
         source = f"{ds.sample}, bundled sample"
         fewer_than_asked(name, split, len(x), limit, "the bundled sample")

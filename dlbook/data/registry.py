@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 SAMPLES = Path(__file__).with_name("samples")
 _TIMEOUT = 20.0
 _STALE_PART_S = 3600.0  # a .part file older than this belongs to a run that died
+MAX_MEMBER_BYTES = 1 << 29  # an archive member without its own `max_bytes` may not exceed 512 MiB
 
 
 class DataError(RuntimeError):
@@ -78,6 +79,9 @@ class DataFile:
     # of that archive (tar, any compression) and verified against `checksum`; the archive
     # itself carries no checksum.
     archive: tuple[str, str] | None = None
+    # the most bytes the file may have (its size where known): an archive member is refused as
+    # soon as it declares or writes more, so a crafted archive cannot fill the disk
+    max_bytes: int | None = None
 
     @property
     def md5(self) -> str:  # the published checksums of the image datasets are MD5s
@@ -241,11 +245,20 @@ class Attempts:
         return "; ".join(self.notes) if self.notes else "no copy on disk and no download"
 
 
+def aside_name(path: Path) -> Path:
+    """Where a corrupt file is moved: ``<file>.corrupt``, or ``<file>.corrupt.N`` when earlier
+    corrupt copies are already kept there (none is overwritten)."""
+    target, n = path.with_name(path.name + ".corrupt"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt.{n}"), n + 1
+    return target
+
+
 def _quarantine(path: Path, algo: str, got: str, expected: str, tries: Attempts) -> None:
     """Move a corrupt file of the cache aside (never silently deleted); a mirror or the
     bundled copies are someone else's folder: there it is only reported. Either way the
     search goes on."""
-    target = path.with_name(path.name + ".corrupt")
+    target = aside_name(path)
     where = "left in place (not in the cache), skipped"
     if data_dir().resolve() in path.resolve().parents:  # also members kept in subfolders
         try:
@@ -310,7 +323,6 @@ def extract_member(base: str, dataset: str, f: DataFile) -> Path:
     that is missing or fails its checksum means the archive is not the release the checksums
     describe: the archive is moved aside (``.corrupt``) and `ChecksumError` raised, so the next
     address, or the next run, fetches it afresh."""
-    import shutil
     import tarfile
     import zlib
 
@@ -321,17 +333,28 @@ def extract_member(base: str, dataset: str, f: DataFile) -> Path:
         download(base.rstrip("/") + "/" + name, arch, None)  # no published checksum: members are checked
     try:
         with tarfile.open(arch) as tar, atomic_path(dest) as tmp:
-            src = tar.extractfile(member)
+            limit = f.max_bytes if f.max_bytes is not None else MAX_MEMBER_BYTES
+            info = tar.getmember(member)
+            if info.size > limit:
+                raise ChecksumError(f"{name}: member {member} declares {info.size:,} bytes, more than the "
+                                    f"{limit:,} the file can have")
+            src = tar.extractfile(info)
             if src is None:
                 raise KeyError(member)
+            n = 0
             with open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    n += len(block)
+                    if n > limit:  # checked as it is written: never more than `limit` on disk
+                        raise ChecksumError(f"{name}: member {member} runs past {limit:,} bytes, more than "
+                                            "the file can have")
+                    out.write(block)
             got = file_hash(tmp, f.algo)
             if got != f.checksum:
                 raise ChecksumError(f"{name}: member {member} has {f.algo} {got[:12]}…, expected "
                                     f"{f.checksum[:12]}…")
     except (ChecksumError, KeyError, tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        target = arch.with_name(arch.name + ".corrupt")
+        target = aside_name(arch)
         with contextlib.suppress(OSError):
             os.replace(arch, target)
         why = str(e) if isinstance(e, ChecksumError) else f"{name}: cannot read member {member} ({type(e).__name__})"
@@ -364,10 +387,7 @@ def prefer_sample() -> bool:
     test run never downloads a large archive and reads the same data on every machine."""
     from ..config import resolve_profile
 
-    try:
-        return resolve_profile() == "smoke"
-    except ValueError:
-        return False
+    return resolve_profile() == "smoke"  # an unknown $DLBOOK_PROFILE is an error, not "not smoke"
 
 
 def no_sample_fallback(name: str, split: str, tries) -> None:
