@@ -11,6 +11,15 @@ from scipy import stats
 from dlbook import claims as C
 
 
+@pytest.fixture(autouse=True)
+def real_data_only(monkeypatch):
+    """Other tests in the same process load bundled samples; the collector would then mark
+    every experiment `n/a (sample data)`. Each test here starts with no data loaded."""
+    from dlbook.data import registry
+
+    monkeypatch.setattr(registry, "_SOURCES", {})
+
+
 # ---------------------------------------------------------------- derivations and constructions
 def test_derivation_verdicts_and_bounds():
     assert C.derivation("D", "s", 3e-15, below=1e-12).verdict == "PASS"
