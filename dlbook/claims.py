@@ -686,6 +686,8 @@ def ledger_html(entries: Sequence[dict], link_prefix: str = "") -> str:
         if by:
             txt = ", ".join(f"{n} {v}" for v, n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])))
             out.append(f"<tr><td>{kind}</td><td>{e(txt)}</td><td>{sum(by.values())}</td></tr>")
+    if not tot:
+        out.append('<tr><td colspan="3">no chapter stores its claims yet</td></tr>')
     conv = sum(1 for x in entries if x["claims"] is not None)
     out.append(f"</tbody></table><p>{conv} of {len(entries)} chapters decide their claims with "
                f"<code>dlbook.claims</code>.</p>")
