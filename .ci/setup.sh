@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 check='import dlbook, torch, jupyter_book, jupyterlab, nbval, papermill; print("environment ready: dlbook", dlbook.__version__, "torch", torch.__version__, "(CUDA build)" if torch.version.cuda else "(CPU build)", "jupyterlab", jupyterlab.__version__)'
+# JupyterLab in .venv opens a chapter's .md as a notebook on double-click (jupytext's viewer)
+mkdir -p .venv/share/jupyter/lab/settings
+cp .ci/jupyterlab-overrides.json .venv/share/jupyter/lab/settings/overrides.json
 stamp=.venv/.dlbook-setup
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && .venv/bin/python -c "$check" 2>/dev/null; then
