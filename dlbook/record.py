@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import PROFILES, ProfileError, device_name, resolve_profile
+from .config import PROFILES, ProfileError, device_name, rehearsal, resolve_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -83,7 +83,8 @@ def full_commit(root: Path = ROOT) -> str | None:
 
 def provenance_line(p: dict) -> str:
     data = "; ".join(p.get("data", [])) or "none loaded"
-    return (f"Recorded outputs: profile **{p['profile']}** on {p['device']}, "
+    kind = " (rehearsal: smoke sizes, numbers meaningless)" if p.get("rehearsal") else ""
+    return (f"Recorded outputs: profile **{p['profile']}**{kind} on {p['device']}, "
             f"wall time {p['wall_time_s'] / 60:.1f} min, dlbook {p['dlbook']}, commit `{p['commit']}`, "
             f"{p['date']}. Data: {data}.")
 
@@ -227,6 +228,8 @@ def record(ipynb: Path, profile: str, timeout: int | None = None, allow_dirty: b
         prov = {"profile": profile, "device": device_name(), "wall_time_s": round(wall, 1),
                 "dlbook": __version__, "commit": commit, "data": data,
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        if rehearsal():  # DLBOOK_REHEARSAL=1: full's code paths at smoke sizes, numbers meaningless
+            prov["rehearsal"] = True
         if not commit.endswith("+local-changes") and full_commit():
             # the Colab setup cell reads this at run time (dlbook.colab): no commit is stored as
             # text, so the cell stays identical in the .md and the .ipynb
