@@ -57,10 +57,16 @@ if [ -n "$torch_pin" ] && ! torch_ok; then
       echo "setup: that failed ($(grep -m1 ERROR "$log" || tail -n1 "$log")): $torch_pin from the default index"
     fi
   else
-    echo "setup: no NVIDIA GPU, but $cpu_index cannot be reached: $torch_pin from the default index"
+    echo "setup: no NVIDIA GPU, but $cpu_index cannot be reached: $torch_pin from pip's configured index(es)"
   fi
+  torch_said=1
 fi
 pip_q -r requirements.txt
+if [ -n "${torch_said:-}" ]; then
+  # say what pip actually installed: a configured local index or cache may hold a CPU build
+  .venv/bin/python -c 'import torch; print("setup: installed torch", torch.__version__,
+      "(CUDA build)" if torch.version.cuda else "(CPU build)")'
+fi
 pip_q --no-deps -e .
 .venv/bin/python -c "$check"
 echo "$want" >"$stamp"
