@@ -1,8 +1,8 @@
 """The Colab setup cell of every chapter, and the one setting it depends on: the repository.
 
 The repository address lives in one place, ``_config.yml`` (``repository.url`` and
-``repository.branch``). The badge, the book's launch and GitHub buttons read it from there; the
-setup cell of each notebook carries it as text, written by this module.
+``repository.branch``). The book's launch and GitHub buttons read it from there; the Colab badge
+and the setup cell of each notebook carry it as text, written from there by this module.
 
 The setup cell never stores a commit. In Colab it asks Colab for the notebook being run and reads
 the commit its outputs were recorded from (``metadata.dlbook.provenance.install_ref``, written by
@@ -16,8 +16,8 @@ JupyterLab (directly or through jupytext) changes nothing.
     python -m dlbook.colab --check --all          # exit 1 if a notebook needs rewriting
 
 A fork edits ``repository.url`` in ``_config.yml`` and runs ``python -m dlbook.colab --all``.
-It edits only the setup cell, the jupytext header and the recorded ``install_ref`` (set to the
-commit on the provenance line) of each pair, executes nothing, and is idempotent: a second run
+It edits only the setup cell, the Colab badge link, the jupytext header and the recorded
+``install_ref`` (set to the commit on the provenance line) of each pair, executes nothing, and is idempotent: a second run
 changes nothing.
 """
 from __future__ import annotations
@@ -75,8 +75,19 @@ def is_setup_cell(src: str) -> bool:
     return any(_INSTALL.match(ln) for ln in src.split("\n"))
 
 
+# The Colab badge under each chapter's title links to the .ipynb in the configured repository.
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/(notebooks/[\w.-]+\.ipynb)")
+
+
+def badge_link(text: str, url: str, branch: str) -> str:
+    """`text` with every Colab badge link pointing at the configured repository and branch."""
+    slug = url.split("github.com/", 1)[1] if "github.com/" in url else url
+    return _BADGE.sub(lambda m: f"https://colab.research.google.com/github/{slug}/blob/{branch}/{m.group(1)}", text)
+
+
 def _fix_md(text: str, url: str, branch: str) -> str:
-    """The text notebook with its setup cell rewritten (nothing else is touched)."""
+    """The text notebook with its setup cell and badge link rewritten (nothing else is touched)."""
+    text = badge_link(text, url, branch)
     out, pos = [], 0
     for m in re.finditer(r"(```\{code-cell\}[^\n]*\n)(.*?)(\n```\n)", text, re.S):
         body = m.group(2)
@@ -97,6 +108,11 @@ def _fix_ipynb(text: str, url: str, branch: str) -> str:
         src = "".join(cell["source"])
         if cell["cell_type"] == "code" and is_setup_cell(src):
             new = setup_source(src, url, branch)
+        elif cell["cell_type"] == "markdown":
+            new = badge_link(src, url, branch)
+        else:
+            continue
+        if new != src:
             cell["source"] = new.splitlines(keepends=True)
     # Colab installs the commit on the provenance line (a pin once bumped by hand is reset to it)
     prov = nb["metadata"].get("dlbook", {}).get("provenance", {})
