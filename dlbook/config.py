@@ -235,7 +235,8 @@ def rehearse(full: T, smoke: T) -> T:
     Rules, field by field (recursively through nested dataclasses and dicts): a whole number
     (steps, epochs, widths, sample counts) becomes the smaller of the two (but a part that smoke
     switches off with 0 keeps full's value), and a size that full
-    leaves open (None: "all of it") becomes smoke's; a tuple of numbers (seeds, rates, grids)
+    leaves open (None: "all of it") stays open, so the full-size loader path runs on the data
+    at hand (the offline copies in CI); a tuple of numbers (seeds, rates, grids)
     becomes smoke's, or full's first element where smoke has none, so that a sweep only full runs
     still runs once; everything else (dataset, architecture and metric names, flags, comparisons,
     learning rates) stays full's. The result is built with `dataclasses.replace`, so the
@@ -252,8 +253,8 @@ def rehearse(full: T, smoke: T) -> T:
         return type(full)({k: rehearse(v, smoke[k]) if k in smoke else v for k, v in full.items()})
     if isinstance(full, bool) or isinstance(smoke, bool):
         return full
-    if full is None:
-        return smoke if isinstance(smoke, (int, np.integer)) else full
+    if full is None:  # "all of it" (every image, every core): full's own path, on the data at hand
+        return full
     if isinstance(full, (int, np.integer)) and isinstance(smoke, (int, np.integer)):
         # 0 switches a part off (no held-out split, no checkpoints): what full switches on stays on
         return full if smoke == 0 else min(full, smoke)

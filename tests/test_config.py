@@ -152,6 +152,8 @@ def test_rehearse_takes_smoke_sizes_and_keeps_full_choices():
     assert r.grid == ((1, 2),)      # a sweep only full runs still runs once
     assert r.compare == ("wgan-gp", "sgan-sn")
     assert r.inner.n_train is None
+    # "all of it" in full stays: the full-size loader path runs on whatever data is at hand
+    assert rehearse(_Outer(_Inner(n_train=None)), _Outer(_Inner(n_train=50))).inner.n_train is None
 
 
 def test_by_profile_rehearses_full_only_under_the_variable(monkeypatch):
