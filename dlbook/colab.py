@@ -16,7 +16,7 @@ JupyterLab (directly or through jupytext) changes nothing.
     python -m dlbook.colab --check --all          # exit 1 if a notebook needs rewriting
 
 A fork edits ``repository.url`` in ``_config.yml`` and runs ``python -m dlbook.colab --all``.
-It edits only the setup cell, the Colab badge link, the jupytext header and the recorded
+It edits only the setup cell, the Colab badge link, the kernelspec and jupytext header and the recorded
 ``install_ref`` (set to the commit on the provenance line) of each pair, executes nothing, and is idempotent: a second run
 changes nothing.
 """
@@ -85,9 +85,20 @@ def badge_link(text: str, url: str, branch: str) -> str:
     return _BADGE.sub(lambda m: f"https://colab.research.google.com/github/{slug}/blob/{branch}/{m.group(1)}", text)
 
 
+# The kernel as JupyterLab writes it when it opens a chapter (ipykernel's own kernelspec); any
+# other display name marks the tab unsaved at once and autosave rewrites both files. In the text
+# file's header the keys come in the order JupyterLab sends them.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+_MD_KERNELSPEC = re.compile(r"^kernelspec:\n(?:  \S.*\n)+", re.M)
+
+
 def _fix_md(text: str, url: str, branch: str) -> str:
-    """The text notebook with its setup cell and badge link rewritten (nothing else is touched)."""
+    """The text notebook with its setup cell, badge link and kernelspec rewritten (nothing else)."""
     text = badge_link(text, url, branch)
+    if text.startswith("---\n"):
+        end = text.index("\n---\n", 4)
+        ks = "kernelspec:\n" + "".join(f"  {k}: {KERNELSPEC[k]}\n" for k in ("name", "display_name", "language"))
+        text = _MD_KERNELSPEC.sub(lambda m: ks, text[:end + 1], count=1) + text[end + 1:]
     out, pos = [], 0
     for m in re.finditer(r"(```\{code-cell\}[^\n]*\n)(.*?)(\n```\n)", text, re.S):
         body = m.group(2)
@@ -119,6 +130,7 @@ def _fix_ipynb(text: str, url: str, branch: str) -> str:
     commit = prov.get("commit", "")
     if commit and "+" not in commit and commit != "unknown" and not prov.get("install_ref", "").startswith(commit):
         prov["install_ref"] = _full(commit)
+    nb["metadata"]["kernelspec"] = dict(KERNELSPEC)
     # jupytext's contents manager drops text_representation from the .ipynb when it saves
     nb["metadata"].get("jupytext", {}).pop("text_representation", None)
     # the same layout as nbformat.write (what Jupyter writes): indent 1, sorted keys, no ASCII escapes

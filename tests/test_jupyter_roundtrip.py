@@ -106,3 +106,16 @@ def test_open_and_save_changes_no_file(server, ipynb, suffix):
     diff = _git(repo, "diff", "--stat")
     assert not changed, (f"opening and saving {path} rewrote:\n{changed}\n{diff}\n"
                          f"(a setup cell or jupytext header out of date: python -m dlbook.colab {ipynb.relative_to(ROOT)})")
+
+
+@pytest.mark.parametrize("ipynb", CHAPTERS, ids=lambda p: p.stem)
+def test_the_kernelspec_is_the_one_jupyterlab_writes(ipynb):
+    """JupyterLab replaces a notebook's kernelspec with the kernel's own when it opens it; a
+    different display name marks the tab unsaved at once, and autosave then rewrites both files."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = json.loads(ipynb.read_text())["metadata"]["kernelspec"]
+    installed = KernelSpecManager().get_kernel_spec(spec["name"])
+    assert spec["display_name"] == installed.display_name, (
+        f"{ipynb.name}: kernelspec display_name {spec['display_name']!r}, JupyterLab writes "
+        f"{installed.display_name!r}: python -m dlbook.colab {ipynb.relative_to(ROOT)}")
