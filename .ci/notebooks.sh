@@ -31,20 +31,34 @@ else
 fi
 out="$cov/out"
 mkdir -p "$out"
-failed=()
-for md in notebooks/${3:-[0-9][0-9]}_*.md; do  # $3: one chapter (e.g. 04)
+# Chapters run two at a time (most of their runs use one thread): $DLBOOK_CI_JOBS to change.
+jobs=${DLBOOK_CI_JOBS:-2}
+# and share the cores among them (dlbook.config.threads reads this)
+cores=$(nproc 2>/dev/null || echo 2)
+export DLBOOK_THREADS=${DLBOOK_THREADS:-$(( cores / jobs > 0 ? cores / jobs : 1 ))}
+run_one() {  # one chapter; its log and its verdict under $out
+  local md=$1 name t0
   name=$(basename "${md%.md}")
   t0=$SECONDS
   if COVERAGE_FILE="$cov/.coverage.$profile.$name" "$bin/jupytext" --to ipynb -o - "$md" \
       | COVERAGE_FILE="$cov/.coverage.$profile.$name" "$bin/papermill" - "$out/$name.$profile.ipynb" \
-          -k dlbook-coverage -p profile "$profile" --cwd notebooks --no-progress-bar --log-level WARNING; then
+          -k dlbook-coverage -p profile "$profile" --cwd notebooks --no-progress-bar --log-level WARNING \
+          >"$out/$name.$profile.log" 2>&1; then
     echo "$name ($what): ok ($((SECONDS - t0)) s)"
   else
+    tail -n 30 "$out/$name.$profile.log"
     echo "$name ($what): FAILED ($((SECONDS - t0)) s); the executed notebook: $out/$name.$profile.ipynb"
-    failed+=("$name")
+    touch "$out/$name.$profile.failed"
   fi
+}
+rm -f "$out"/*."$profile".failed
+for md in notebooks/${3:-[0-9][0-9]}_*.md; do  # $3: one chapter (e.g. 04)
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  run_one "$md" &
 done
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "failed under $what: ${failed[*]}"
+wait
+failed=$(cd "$out" && ls -- *."$profile".failed 2>/dev/null | sed "s/\.$profile\.failed//" | tr '\n' ' ' || true)
+if [ -n "$failed" ]; then
+  echo "failed under $what: $failed"
   exit 1
 fi
