@@ -206,6 +206,8 @@ class Settings:
     UNIT: tuple[str, ...] = ()
     # kept at the full profile's value in a rehearsal (see `rehearse`): they choose the architecture
     REHEARSE_KEEP: tuple[str, ...] = ("img_size", "kernel")
+    # sizes that are not whole numbers (a width multiplier): the smaller of the two in a rehearsal
+    REHEARSE_SMALLER: tuple[str, ...] = ("width",)
 
     def __post_init__(self) -> None:
         where = type(self).__qualname__
@@ -240,14 +242,24 @@ def rehearse(full: T, smoke: T) -> T:
     becomes smoke's, or full's first element where smoke has none, so that a sweep only full runs
     still runs once; everything else (dataset, architecture and metric names, flags, comparisons,
     learning rates) stays full's. The result is built with `dataclasses.replace`, so the
-    chapter's own validation still applies. Fields a class lists in `REHEARSE_KEEP` stay full's.
+    chapter's own validation still applies. Fields a class lists in `REHEARSE_KEEP` stay full's;
+    those in `REHEARSE_SMALLER` (sizes that are not whole numbers, e.g. a width multiplier) take
+    the smaller value.
     """
     from dataclasses import fields, is_dataclass, replace
 
     if is_dataclass(full) and type(full) is type(smoke):
         keep = set(getattr(full, "REHEARSE_KEEP", ()))
-        changes = {f.name: rehearse(getattr(full, f.name), getattr(smoke, f.name))
-                   for f in fields(full) if f.init and f.name not in keep}
+        smaller = set(getattr(full, "REHEARSE_SMALLER", ()))
+        changes = {}
+        for f in fields(full):
+            if not f.init or f.name in keep:
+                continue
+            a, b = getattr(full, f.name), getattr(smoke, f.name)
+            if f.name in smaller and _numbers(a) and _numbers(b) and not isinstance(a, (tuple, list)):
+                changes[f.name] = min(a, b)
+            else:
+                changes[f.name] = rehearse(a, b)
         return replace(full, **changes)
     if isinstance(full, Mapping) and isinstance(smoke, Mapping):
         return type(full)({k: rehearse(v, smoke[k]) if k in smoke else v for k, v in full.items()})

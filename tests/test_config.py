@@ -132,14 +132,16 @@ class _Outer(_Settings):
     inner: _Inner = _field(default_factory=_Inner)
     width: int = 64
     lr: float = 1e-3
+    width_mult: float = 1.0
     val: int = 0
     flag: bool = False
     grid: tuple[tuple[int, int], ...] = ()
     compare: tuple[str, ...] = ()
     SIZES = ("width",)
+    REHEARSE_SMALLER = ("width_mult",)
 
 
-_SMOKE = _Outer(_Inner(steps=4, n_train=None), width=8, lr=1e-2)
+_SMOKE = _Outer(_Inner(steps=4, n_train=None), width=8, lr=1e-2, width_mult=0.125)
 _FULL = _Outer(_Inner(data="celeba", img_size=64, steps=20000, n_train=None, seeds=(0, 1, 2)), width=512,
                lr=2e-4, val=4000, flag=True, grid=((1, 2), (2, 6)), compare=("wgan-gp", "sgan-sn"))
 
@@ -149,6 +151,7 @@ def test_rehearse_takes_smoke_sizes_and_keeps_full_choices():
     assert (r.inner.steps, r.width, r.inner.seeds) == (4, 8, (0,))          # sizes: smoke's
     assert (r.inner.data, r.inner.img_size, r.lr, r.flag) == ("celeba", 64, 2e-4, True)  # choices: full's
     assert r.val == 4000            # a part smoke switches off (0) stays on
+    assert r.width_mult == 0.125    # a size that is not a whole number, named in REHEARSE_SMALLER
     assert r.grid == ((1, 2),)      # a sweep only full runs still runs once
     assert r.compare == ("wgan-gp", "sgan-sn")
     assert r.inner.n_train is None
