@@ -1,4 +1,5 @@
-"""Open the built book in headless Chromium at 1280 px, offline, and measure what a reader sees.
+"""Open the built book in headless Chromium at 1280 px, offline, and measure what a reader sees;
+with --phone, at 390 px (a phone held upright).
 
 Per page it measures, in the DOM:
 - typeset math (no raw TeX left); display equations wider than the column (named by their
@@ -18,7 +19,12 @@ Per page it measures, in the DOM:
 It fails (exit 1) on any defect, naming each offender, and keeps a full-page screenshot of each
 page in _build/artifacts/.
 
-    python .ci/browser_check.py [-v] [notebooks/07_vae_information_bottleneck book/data ...]
+    python .ci/browser_check.py [-v] [--phone] [notebooks/07_vae_information_bottleneck book/data ...]
+
+--phone: a 390 x 844 px window. A display equation wider than the column is then no defect if it
+scrolls sideways in its own box with a visible bar and the edge cue (a shadow where more is
+hidden, book.css); nothing may be cut or make the page scroll. The search page is checked at
+1280 px only. Screenshots go to _build/artifacts/phone/.
 
 -v also lists the elements that scroll sideways (with a visible bar, so not defects).
 """
@@ -41,6 +47,8 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--enable-features=OverlayScrollbar", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 WIDTH, HEIGHT = 1280, 900
+PHONE = (390, 844)
+PHONE_MODE = False
 LABEL_PT, MIN_LABEL_PX = 10, 8.0   # a 10 pt label must cover at least 8 screen pixels
 MIN_BAR_PX = 6                     # a horizontal scroll bar thinner than this does not count as visible
 SEARCH_TERM = "wasserstein"
@@ -90,8 +98,12 @@ MEASURE = r"""async ({labelPt, minBar}) => {
     const need = Math.ceil(math.getBoundingClientRect().width);
     const have = Math.floor(mj.getBoundingClientRect().width);
     const eqno = box.querySelector('.eqno');
+    // the box that scrolls: MathJax's container (beside the number), or the whole div.math
+    const sc = [mj, box].find(x => x.scrollWidth > x.clientWidth + 1) || mj;
+    const scrolls = sc.scrollWidth > sc.clientWidth + 1 && bar(sc) >= minBar;
+    const cue = /gradient/.test(getComputedStyle(sc).backgroundImage);
     eqs.push({id: box.id || '', eqno: eqno ? eqno.firstChild.textContent.trim() : '', tex: tex(box).slice(0, 60),
-              need, have, wide: need > have + 1,
+              need, have, wide: need > have + 1, scrolls, cue, bar: bar(sc),
               where: where(box)});
   }
   const eqnos = Array.from(art.querySelectorAll('div.math .eqno')).map(e => e.firstChild.textContent.trim());
@@ -107,7 +119,9 @@ MEASURE = r"""async ({labelPt, minBar}) => {
   // inline math: the typeset formula wider than the box it sits in (glyph overhang is not clipping)
   const inlineClipped = Array.from(art.querySelectorAll('span.math')).filter(s => {
       const m = s.querySelector('mjx-math');
-      return shown(s) && m && m.getBoundingClientRect().width > s.getBoundingClientRect().width + 1;
+      // a formula in a box that scrolls with a visible bar (phones) is not cut
+      return shown(s) && m && m.getBoundingClientRect().width > s.getBoundingClientRect().width + 1
+             && !(s.scrollWidth > s.clientWidth + 1 && bar(s) >= minBar);
   }).map(s => ({tex: tex(s).slice(0, 50), where: where(s)}));
 
   // elements that overflow their box (math handled above)
@@ -118,7 +132,7 @@ MEASURE = r"""async ({labelPt, minBar}) => {
     if (cs.overflowX === 'visible' || e.scrollWidth <= e.clientWidth + 1 || !shown(e)) continue;
     const b = bar(e);
     overflow.push({kind: kind(e), where: where(e), text: text(e), need: e.scrollWidth, have: e.clientWidth,
-                   bar: b, scrolls: b >= minBar});
+                   bar: b, scrolls: b >= minBar, cue: /gradient/.test(cs.backgroundImage)});
   }
   // elements that spill out of the column with nothing clipping them
   const spill = [];
@@ -314,8 +328,15 @@ def judge(pg: str, m: dict, chapter: bool, lightbox: str) -> list[str]:
     if chapter and m["nMath"] == 0:
         bad.append("no typeset math (mjx-container) on the page")
     for e in m["eqs"]:
-        if e["wide"]:
-            name = " ".join(x for x in (e["eqno"], e["id"].replace("equation-", "")) if x) or e["where"]
+        name = " ".join(x for x in (e["eqno"], e["id"].replace("equation-", "")) if x) or e["where"]
+        if e["wide"] and PHONE_MODE:
+            # on a phone a long equation scrolls in its own box, with a bar and the edge cue
+            if not e["scrolls"]:
+                bad.append(f"equation {name} is {e['need']} px wide in {e['have']} px and does not scroll "
+                           f"(scroll bar {e['bar']} px): {e['tex']}")
+            elif not e["cue"]:
+                bad.append(f"equation {name} scrolls but shows no edge cue (book.css): {e['tex']}")
+        elif e["wide"]:
             bad.append(f"equation {name} is {e['need']} px wide, {e['have']} px fit beside its number: break it "
                        f"(split/aligned/multline): {e['tex']}")
     for s in m["inlineClipped"]:
@@ -328,6 +349,9 @@ def judge(pg: str, m: dict, chapter: bool, lightbox: str) -> list[str]:
             bad.append(f"equation numbers do not run 1..{len(want)}: {' '.join(m['eqnos'][:12])} ...")
     bad += [f"equation reference {r}" for r in m["badRefs"]]
     for o in m["overflow"]:
+        if PHONE_MODE and o["scrolls"] and not o["cue"] and o["kind"] in ("table", "output table", "code input",
+                                                                        "code block"):
+            bad.append(f"{o['kind']} scrolls but shows no edge cue ({o['where']}): {o['text']!r}")
         if not o["scrolls"]:
             bad.append(f"{o['kind']} clipped ({o['where']}): needs {o['need']} px, has {o['have']} px, "
                        f"{'a ' + str(o['bar']) + ' px scroll bar' if o['bar'] > 0 else 'no visible scroll bar'}: "
@@ -339,7 +363,7 @@ def judge(pg: str, m: dict, chapter: bool, lightbox: str) -> list[str]:
     for f in m["figs"]:
         if f["dpi"] is None:
             bad.append(f"figure {f['n']} ({f['where']}, {f['src']}): the PNG has no pHYs dpi, legibility unknown")
-        elif f["label"] < MIN_LABEL_PX:
+        elif f["label"] < MIN_LABEL_PX and not PHONE_MODE:  # on a phone a tap opens it full size
             inches = f["natW"] / f["dpi"]
             bad.append(f"figure {f['n']}{' (widget)' if f['widget'] else ''} ({f['where']}): {f['natW']}x{f['natH']} px "
                        f"at {f['dpi']:.0f} dpi = {inches:.1f} in wide, shown {f['shownW']} px: a {LABEL_PT} pt label is "
@@ -390,7 +414,8 @@ def check_page(context, base: str, pg: str, chapter: bool) -> list[str]:
         problems.append(f"raw TeX left in the text: {raw}")
     m = p.evaluate(MEASURE, {"labelPt": LABEL_PT, "minBar": MIN_BAR_PX})
     ART.mkdir(parents=True, exist_ok=True)
-    shot = ART / (Path(pg).name + ".png")
+    shot = ART / ("phone" if PHONE_MODE else "") / (Path(pg).name + ".png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
     screenshot(p, shot)
     lightbox = p.evaluate(LIGHTBOX) if m["figs"] and chapter else ""
     lightbox = "" if lightbox == "no figure" else lightbox
@@ -403,10 +428,13 @@ def check_page(context, base: str, pg: str, chapter: bool) -> list[str]:
     labels = [f["label"] for f in m["figs"] if f["label"]]
     scrolls = sum(o["scrolls"] for o in m["overflow"])
     wide = [e for e in m["eqs"] if e["wide"]]
+    wide_note = f", {len(wide)} wider than the column" + (f" ({sum(e['scrolls'] for e in wide)} scroll in their box)"
+                                                          if PHONE_MODE else "")
     claims = len(m["verdicts"]) or sum("threshold" in h and "pass" in h for h in m["headers"])
     first = m["eqnos"][0] if m["eqnos"] else "-"
     smallest = f"smallest 10 pt label {min(labels):.2f} px" if labels else "no PNG"
-    print(f"{pg}: {m['nMath']} formulas ({len(m['eqs'])} display, {len(wide)} too wide, first number {first}), "
+    print(f"{pg}{' @' + str(WIDTH) + ' px' if PHONE_MODE else ''}: {m['nMath']} formulas "
+          f"({len(m['eqs'])} display{wide_note}, first number {first}), "
           f"{len(m['figs'])} figures ({smallest}), {m['nWidgets']} widget elements ({m['nState']} views), "
           f"{claims} claims tables, {len(m['overflow']) - scrolls} clipped + {len(m['spill'])} spilling elements "
           f"({scrolls} scroll with a bar), {len(set(tab.errors))} script/console/request errors; "
@@ -439,9 +467,12 @@ def check_search(context, base: str) -> list[str]:
 def main(argv: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
-    global VERBOSE
+    global VERBOSE, PHONE_MODE, WIDTH, HEIGHT
     VERBOSE = "-v" in argv
-    argv = [a for a in argv if a != "-v"]
+    PHONE_MODE = "--phone" in argv
+    if PHONE_MODE:
+        WIDTH, HEIGHT = PHONE
+    argv = [a for a in argv if a not in ("-v", "--phone")]
     chapters, others = toc_pages()
     pages = argv or chapters + others
     httpd, base = serve()
@@ -464,7 +495,7 @@ def main(argv: list[str]) -> int:
             report = []
             for pg in pages:
                 report.append((pg, check_page(context, base, pg, pg in chapters)))
-            if not argv:
+            if not argv and not PHONE_MODE:
                 report.append(("search", check_search(context, base)))
             browser.close()
     finally:
@@ -474,7 +505,7 @@ def main(argv: list[str]) -> int:
             print(f"  FAIL {pg}: {msg}")
         failed |= bool(problems)
     n = sum(len(p) for _, p in report)
-    print(f"browser check ({time.time() - t0:.0f} s):", f"FAILED, {n} defects" if failed else "all pages OK")
+    print(f"browser check at {WIDTH} px ({time.time() - t0:.0f} s):", f"FAILED, {n} defects" if failed else "all pages OK")
     return 1 if failed else 0
 
 

@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 check='import dlbook, torch, jupyter_book, jupyterlab, nbval, papermill; print("environment ready: dlbook", dlbook.__version__, "torch", torch.__version__, "(CUDA build)" if torch.version.cuda else "(CPU build)", "jupyterlab", jupyterlab.__version__)'
+# JupyterLab in .venv opens a chapter's .md as a notebook on double-click (jupytext's viewer)
+mkdir -p .venv/share/jupyter/lab/settings
+cp .ci/jupyterlab-overrides.json .venv/share/jupyter/lab/settings/overrides.json
 stamp=.venv/.dlbook-setup
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && .venv/bin/python -c "$check" 2>/dev/null; then
@@ -54,10 +57,16 @@ if [ -n "$torch_pin" ] && ! torch_ok; then
       echo "setup: that failed ($(grep -m1 ERROR "$log" || tail -n1 "$log")): $torch_pin from the default index"
     fi
   else
-    echo "setup: no NVIDIA GPU, but $cpu_index cannot be reached: $torch_pin from the default index"
+    echo "setup: no NVIDIA GPU, but $cpu_index cannot be reached: $torch_pin from pip's configured index(es)"
   fi
+  torch_said=1
 fi
 pip_q -r requirements.txt
+if [ -n "${torch_said:-}" ]; then
+  # say what pip actually installed: a configured local index or cache may hold a CPU build
+  .venv/bin/python -c 'import torch; print("setup: installed torch", torch.__version__,
+      "(CUDA build)" if torch.version.cuda else "(CPU build)")'
+fi
 pip_q --no-deps -e .
 .venv/bin/python -c "$check"
 echo "$want" >"$stamp"

@@ -27,8 +27,9 @@ shown in separate groups:
   INCONCLUSIVE row says what would decide it.
 - ``report``: a measured number with no verdict.
 
-Under the smoke profile an experiment reads ``n/a (smoke)``; a run that fell back to a bundled
-data sample reads ``n/a (sample data)``; a claim only the full profile can show reads
+Under the smoke profile an experiment reads ``n/a (smoke)``, under a rehearsal of the full
+profile (``DLBOOK_REHEARSAL=1``) ``n/a (rehearsal)``; a run that fell back to a bundled data
+sample reads ``n/a (sample data)``; a claim only the full profile can show reads
 ``n/a (full profile)``. The statistics come from ``scipy.stats``.
 
 A notebook collects its claims in one `Claims` object and shows it once; the display also
@@ -502,8 +503,12 @@ class Claims:
         """Experiments under smoke or on sample data decide nothing."""
         if c.kind != "experiment" or c.verdict.startswith("n/a"):
             return c
+        from .config import rehearsal
+
         if self.profile == "smoke":
             return replace(c, verdict="n/a (smoke)", note="a few steps prove nothing; the recorded profile decides it")
+        if rehearsal():
+            return replace(c, verdict="n/a (rehearsal)", note="the full profile's code paths at smoke's sizes")
         if sample_data_used():
             return replace(c, verdict="n/a (sample data)",
                            note="run on a bundled sample; point $DLBOOK_MIRROR or $DLBOOK_DATA at the real data")

@@ -52,7 +52,10 @@ def by_profile(settings: Mapping[str, T], profile: str | None = None) -> T:
     missing = [p for p in PROFILES if p not in settings]
     if missing:
         raise ProfileError(f"settings lack profile(s) {missing}; need all of {PROFILES}")
-    return settings[resolve_profile(profile)]
+    key = resolve_profile(profile)
+    if key == "full" and rehearsal():  # full's code paths at smoke's sizes (see `rehearse`)
+        return rehearse(settings["full"], settings["smoke"])
+    return settings[key]
 
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -144,7 +147,9 @@ class RunInfo:
     seed: int
 
     def __str__(self) -> str:
-        return f"profile={self.profile}  device={self.device}  seed={self.seed}"
+        tag = " (rehearsal: full's code paths at smoke's sizes; its numbers mean nothing)" \
+            if self.profile == "full" and rehearsal() else ""
+        return f"profile={self.profile}{tag}  device={self.device}  seed={self.seed}"
 
 
 def setup(profile: str | None = None, seed: int = 0) -> RunInfo:
@@ -200,9 +205,72 @@ class Settings:
     POSITIVE: tuple[str, ...] = ()
     NONNEG: tuple[str, ...] = ()
     UNIT: tuple[str, ...] = ()
+    # kept at the full profile's value in a rehearsal (see `rehearse`): they choose the architecture
+    REHEARSE_KEEP: tuple[str, ...] = ("img_size", "kernel")
+    # sizes that are not whole numbers (a width multiplier): the smaller of the two in a rehearsal
+    REHEARSE_SMALLER: tuple[str, ...] = ("width",)
 
     def __post_init__(self) -> None:
         where = type(self).__qualname__
         get = lambda names: {n: getattr(self, n) for n in names}
         require(where, positive=get(self.SIZES), whole=True)
         require(where, positive=get(self.POSITIVE), nonneg=get(self.NONNEG), unit=get(self.UNIT))
+
+
+# ------------------------------------------------------------------ rehearsal of the full profile
+ENV_REHEARSAL = "DLBOOK_REHEARSAL"
+
+
+def rehearsal() -> bool:
+    """True when $DLBOOK_REHEARSAL is set (not 0): the full profile is rehearsed on a CPU."""
+    return os.environ.get(ENV_REHEARSAL, "").strip() not in ("", "0")
+
+
+def _numbers(v: Any) -> bool:
+    if isinstance(v, (tuple, list)):
+        return all(_numbers(x) for x in v)
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def rehearse(full: T, smoke: T) -> T:
+    """`full` with every size taken from `smoke`, everything that chooses a code path kept.
+
+    Rules, field by field (recursively through nested dataclasses and dicts): a whole number
+    (steps, epochs, widths, sample counts) becomes the smaller of the two (but a part that smoke
+    switches off with 0 keeps full's value), and a size that full
+    leaves open (None: "all of it") stays open, so the full-size loader path runs on the data
+    at hand (the offline copies in CI); a tuple of numbers (seeds, rates, grids)
+    becomes smoke's, or full's first element where smoke has none, so that a sweep only full runs
+    still runs once; everything else (dataset, architecture and metric names, flags, comparisons,
+    learning rates) stays full's. The result is built with `dataclasses.replace`, so the
+    chapter's own validation still applies. Fields a class lists in `REHEARSE_KEEP` stay full's;
+    those in `REHEARSE_SMALLER` (sizes that are not whole numbers, e.g. a width multiplier) take
+    the smaller value.
+    """
+    from dataclasses import fields, is_dataclass, replace
+
+    if is_dataclass(full) and type(full) is type(smoke):
+        keep = set(getattr(full, "REHEARSE_KEEP", ()))
+        smaller = set(getattr(full, "REHEARSE_SMALLER", ()))
+        changes = {}
+        for f in fields(full):
+            if not f.init or f.name in keep:
+                continue
+            a, b = getattr(full, f.name), getattr(smoke, f.name)
+            if f.name in smaller and _numbers(a) and _numbers(b) and not isinstance(a, (tuple, list)):
+                changes[f.name] = min(a, b)
+            else:
+                changes[f.name] = rehearse(a, b)
+        return replace(full, **changes)
+    if isinstance(full, Mapping) and isinstance(smoke, Mapping):
+        return type(full)({k: rehearse(v, smoke[k]) if k in smoke else v for k, v in full.items()})
+    if isinstance(full, bool) or isinstance(smoke, bool):
+        return full
+    if full is None:  # "all of it" (every image, every core): full's own path, on the data at hand
+        return full
+    if isinstance(full, (int, np.integer)) and isinstance(smoke, (int, np.integer)):
+        # 0 switches a part off (no held-out split, no checkpoints): what full switches on stays on
+        return full if smoke == 0 else min(full, smoke)
+    if isinstance(full, (tuple, list)) and _numbers(full) and isinstance(smoke, (tuple, list)) and _numbers(smoke):
+        return smoke if len(smoke) else full[:1]
+    return full

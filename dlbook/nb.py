@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .config import resolve_profile
+from .config import rehearsal, resolve_profile
 
 
 # Below this, a float64 check's value is rounding noise: it depends on the BLAS kernel and the
@@ -155,8 +155,8 @@ class Results(_Table):
         """`needs="full"` marks a claim only the full profile can show (then passed=None
         under other profiles, and the row says where to look). `passed=None` without `needs`
         is a measurement reported for contrast, not a claim: its verdict reads ``reported``."""
-        if self.profile == "smoke":
-            verdict = "n/a (smoke)"
+        if self.profile == "smoke" or (self.profile == "full" and rehearsal()):
+            verdict = "n/a (smoke)" if self.profile == "smoke" else "n/a (rehearsal)"
             ok = None
         elif needs and needs != self.profile and passed is None:
             verdict = f"n/a ({needs} profile)"

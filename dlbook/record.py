@@ -1,6 +1,6 @@
 """Record a chapter: execute its text notebook with papermill into the paired `.ipynb`
 (in place) under a profile, then write a provenance line into the cell tagged
-``provenance`` and pin the Colab setup cell to the commit the outputs came from.
+``provenance`` and store the commit the outputs came from, which the Colab setup cell installs.
 
     python -m dlbook.record notebooks/07_vae_information_bottleneck.ipynb --profile cpu
     python -m dlbook.record --all
@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import PROFILES, ProfileError, device_name, resolve_profile
+from .config import PROFILES, ProfileError, device_name, rehearsal, resolve_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 TEXT_EXT = ".md"
-# The Colab setup cell installs `dlbook @ git+<repository>@<ref>`: the branch in the text
-# file (the fallback for a notebook never recorded), the recorded commit in the .ipynb.
+# An install line `dlbook @ git+<repository>@<ref>` (the chapters' setup cells write `{ref}`,
+# resolved in Colab from the provenance: see dlbook.colab).
 INSTALL_REF = re.compile(r"(dlbook @ git\+\S+?)@([0-9A-Za-z._/-]+)([\"'])")
 
 
@@ -84,7 +84,8 @@ def full_commit(root: Path = ROOT) -> str | None:
 
 def provenance_line(p: dict) -> str:
     data = "; ".join(p.get("data", [])) or "none loaded"
-    return (f"Recorded outputs: profile **{p['profile']}** on {p['device']}, "
+    kind = " (rehearsal: smoke sizes, numbers meaningless)" if p.get("rehearsal") else ""
+    return (f"Recorded outputs: profile **{p['profile']}**{kind} on {p['device']}, "
             f"wall time {p['wall_time_s'] / 60:.1f} min, dlbook {p['dlbook']}, commit `{p['commit']}`, "
             f"{p['date']}. Data: {data}.")
 
@@ -102,7 +103,8 @@ def _set_provenance(nb, prov: dict) -> bool:
 
 
 def pin_install(nb, ref: str) -> int:
-    """Point every ``dlbook @ git+...@<ref>`` install line at `ref`; returns how many."""
+    """Point every ``dlbook @ git+...@<ref>`` install line at `ref`; returns how many. (The
+    chapters' setup cells no longer store a ref; they read the provenance, see dlbook.colab.)"""
     n = 0
     for cell in nb.cells:
         if cell.cell_type == "code" and "dlbook @ git+" in cell.source:
@@ -246,9 +248,14 @@ def _record(ipynb: Path, profile: str, timeout: int | None, allow_dirty: bool) -
         prov = {"profile": profile, "device": device_name(), "wall_time_s": round(wall, 1),
                 "dlbook": __version__, "commit": commit, "data": data,
                 "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        if rehearsal():  # DLBOOK_REHEARSAL=1: full's code paths at smoke sizes, numbers meaningless
+            prov["rehearsal"] = True
         if not commit.endswith("+local-changes") and full_commit():
+            # the Colab setup cell reads this at run time (dlbook.colab): no commit is stored as
+            # text, so the cell stays identical in the .md and the .ipynb
             prov["install_ref"] = full_commit()
-            pin_install(out, prov["install_ref"])
+        # as Jupyter's jupytext contents manager writes an .ipynb (opening and saving changes nothing)
+        out.metadata.get("jupytext", {}).pop("text_representation", None)
         if not _set_provenance(out, prov):
             print(f"record: warning: {ipynb.name} has no cell tagged 'provenance'", file=sys.stderr)
         final = ipynb.with_name(f".{ipynb.stem}.{os.getpid()}.part")

@@ -207,6 +207,9 @@ def test_smoke_and_sample_data_decide_nothing(monkeypatch):
     monkeypatch.setattr(registry, "_SOURCES", {"mnist/train": "train-images.gz, offline copy"})
     s = C.Claims("99", profile="cpu", quiet=True)
     assert s.add(C.experiment("E", "s", [2.0, 2.1, 1.9], above=1.0)).verdict == "PASS"
+    monkeypatch.setenv("DLBOOK_REHEARSAL", "1")
+    s = C.Claims("99", profile="full", quiet=True)
+    assert s.add(C.experiment("E", "s", [2.0, 2.1, 1.9], above=1.0)).verdict == "n/a (rehearsal)"
 
 
 def test_claims_print_derivations_and_refuse_duplicates(capsys):

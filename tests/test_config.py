@@ -121,3 +121,80 @@ def test_non_finite_settings_are_refused(kw):
 
     with pytest.raises(config.ConfigError, match="lr"):
         LoopConfig(lr=float("inf"))
+
+
+# ------------------------------------------------------------------ rehearsal of the full profile
+from dataclasses import dataclass as _dc, field as _field
+
+from dlbook.config import Settings as _Settings, by_profile as _by_profile, rehearse
+
+
+@_dc(frozen=True)
+class _Inner(_Settings):
+    data: str = "mnist"
+    img_size: int = 32
+    steps: int = 100
+    n_train: int | None = 1000
+    seeds: tuple[int, ...] = (0,)
+    SIZES = ("img_size", "steps", "n_train")
+
+
+@_dc(frozen=True)
+class _Outer(_Settings):
+    inner: _Inner = _field(default_factory=_Inner)
+    width: int = 64
+    lr: float = 1e-3
+    width_mult: float = 1.0
+    val: int = 0
+    flag: bool = False
+    grid: tuple[tuple[int, int], ...] = ()
+    compare: tuple[str, ...] = ()
+    SIZES = ("width",)
+    REHEARSE_SMALLER = ("width_mult",)
+
+
+_SMOKE = _Outer(_Inner(steps=4, n_train=None), width=8, lr=1e-2, width_mult=0.125)
+_FULL = _Outer(_Inner(data="celeba", img_size=64, steps=20000, n_train=None, seeds=(0, 1, 2)), width=512,
+               lr=2e-4, val=4000, flag=True, grid=((1, 2), (2, 6)), compare=("wgan-gp", "sgan-sn"))
+
+
+def test_rehearse_takes_smoke_sizes_and_keeps_full_choices():
+    r = rehearse(_FULL, _SMOKE)
+    assert (r.inner.steps, r.width, r.inner.seeds) == (4, 8, (0,))          # sizes: smoke's
+    assert (r.inner.data, r.inner.img_size, r.lr, r.flag) == ("celeba", 64, 2e-4, True)  # choices: full's
+    assert r.val == 4000            # a part smoke switches off (0) stays on
+    assert r.width_mult == 0.125    # a size that is not a whole number, named in REHEARSE_SMALLER
+    assert r.grid == ((1, 2),)      # a sweep only full runs still runs once
+    assert r.compare == ("wgan-gp", "sgan-sn")
+    assert r.inner.n_train is None
+    # "all of it" in full stays: the full-size loader path runs on whatever data is at hand
+    assert rehearse(_Outer(_Inner(n_train=None)), _Outer(_Inner(n_train=50))).inner.n_train is None
+
+
+def test_by_profile_rehearses_full_only_under_the_variable(monkeypatch):
+    table = {"smoke": _SMOKE, "cpu": _SMOKE, "full": _FULL}
+    monkeypatch.delenv("DLBOOK_REHEARSAL", raising=False)
+    assert _by_profile(table, "full") is _FULL
+    monkeypatch.setenv("DLBOOK_REHEARSAL", "1")
+    assert _by_profile(table, "full") == rehearse(_FULL, _SMOKE)
+    assert _by_profile(table, "smoke") is _SMOKE
+    monkeypatch.setenv("DLBOOK_REHEARSAL", "0")
+    assert _by_profile(table, "full") is _FULL
+
+
+def test_every_chapter_config_rehearses(monkeypatch):
+    """Each chapter's full config, rehearsed, is valid and no larger than smoke in its sizes."""
+    import importlib
+    import pkgutil
+
+    import dlbook
+
+    monkeypatch.setenv("DLBOOK_REHEARSAL", "1")
+    n = 0
+    for m in pkgutil.iter_modules(dlbook.__path__):
+        mod = importlib.import_module(f"dlbook.{m.name}")
+        if isinstance(getattr(mod, "CONFIGS", None), dict) and callable(getattr(mod, "config", None)):
+            cfg = mod.config("full")
+            assert cfg == rehearse(mod.CONFIGS["full"], mod.CONFIGS["smoke"]), m.name
+            n += 1
+    assert n >= 5

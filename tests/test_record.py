@@ -94,9 +94,12 @@ def test_record_writes_outputs_and_provenance(nb):
     assert "widgets" not in out["metadata"]
     outputs = json.dumps([c.get("outputs", []) for c in out["cells"]])
     assert "widget-view" not in outputs and "it/s" not in outputs
-    # the Colab cell installs the recorded commit when there is a clean one, else the branch
+    # no commit is written into the setup cell (it reads install_ref at run time in Colab), so the
+    # cell is the text file's; the jupytext header is stored as Jupyter saves an .ipynb
     setup = next(s for s in sources if "%pip install" in s)
-    assert 'dlbook@' + prov.get("install_ref", "main") + '"' in setup
+    assert setup == next(c.source for c in jupytext.read(md).cells if "%pip install" in c.source)
+    assert prov.get("install_ref", "") == out["metadata"]["dlbook"]["provenance"].get("install_ref", "")
+    assert "text_representation" not in out["metadata"].get("jupytext", {})
     assert sorted(_files(md.parent)) == ["01_tiny.ipynb", "01_tiny.md"]
 
 

@@ -64,3 +64,27 @@
     open(img);
   });
 })();
+
+// 3. Inline math wider than the text column (a phone; MathJax 3 does not break lines) gets the
+//    class book-wide-inline, which makes it scroll in its own box (book.css); the rest of the
+//    inline math stays on the text's baseline, with no scroll bar.
+(() => {
+  const mark = () => {
+    for (const s of document.querySelectorAll("article span.math")) {
+      const m = s.querySelector("mjx-math");
+      const col = s.closest("p, li, dd, td, div") || s.parentElement;
+      if (!m || !col) continue;
+      const wide = m.getBoundingClientRect().width > col.getBoundingClientRect().width - 2;
+      s.classList.toggle("book-wide-inline", wide);
+    }
+  };
+  const start = () => {
+    const mj = window.MathJax;
+    const ready = mj && mj.startup && mj.startup.promise ? mj.startup.promise : Promise.resolve();
+    ready.then(mark).catch(() => {});
+  };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+  let t = null;
+  window.addEventListener("resize", () => { clearTimeout(t); t = setTimeout(mark, 150); });
+})();
