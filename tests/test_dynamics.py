@@ -325,7 +325,7 @@ def test_training_experiments_on_tiny_data():
     assert np.mean([r["steps"] for r in eq[0.2]]) < np.mean([r["steps"] for r in eq[0.05]])
     # the experiment claims read these plain results: every row is made, nothing breaks
     rows = D.claims({"curves": curves, "tuned": tuned, "equal_loss": eq})
-    assert [c.id for c in rows] == ["E1", "E2a", "R1", "E3", "R2", "E4", "R3"]  # no RMSprop run: no E2b
+    assert [c.id for c in rows] == ["E1", "E2a", "E3", "E4", "R1", "R2", "R3"]  # no RMSprop run: no E2b
 
 
 # ------------------------------------------------------------------ escape times and noisy runs
@@ -399,6 +399,8 @@ def test_claims_e4_on_the_log_ratio():
     assert D.claims({"equal_loss": _eq([0.5, 0.6, 0.55, 0.45, 0.5])})[0].verdict == "PASS"
     bad = D.claims({"equal_loss": _eq([3.0, 2.5, 4.0, 3.5, 2.8])})
     assert bad[0].verdict == "FAIL" and bad[0].estimate > 0 and bad[1].id == "R3"
+    rows = D.claims({"equal_loss": _eq([3.0] * 3), "noisy": {"GD": [1.0, 2.0], "Adagrad": [0.5, 0.9]}})
+    assert [c.kind for c in rows] == ["experiment", "experiment", "report"]  # grouped as the table shows them
     assert D.claims({"equal_loss": _eq([0.5, 2.0, 0.7, 1.8, 1.0])})[0].verdict == "INCONCLUSIVE"
     assert [c.id for c in D.claims({"equal_loss": _eq([0.5, 0.6], reached=False)})] == ["R3"]
 

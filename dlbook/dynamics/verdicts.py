@@ -118,7 +118,8 @@ def _noisy_claims(noisy: dict) -> list[Claim]:
 
 def claims(results: dict) -> list[Claim]:
     """The chapter's experiment and report rows from its runs' plain results (see the module
-    docstring for the keys). Every experiment pairs its runs by seed."""
+    docstring for the keys), experiments first, as the table shows them. Every experiment pairs
+    its runs by seed."""
     out: list[Claim] = []
     if results.get("curves"):
         out += _curve_claims(results["curves"])
@@ -128,4 +129,5 @@ def claims(results: dict) -> list[Claim]:
         out += _equal_loss_claims(results["equal_loss"])
     if results.get("noisy"):
         out += _noisy_claims(results["noisy"])
-    return out
+    # the order of the chapter's table: experiments, then the reported numbers
+    return [c for c in out if c.kind == "experiment"] + [c for c in out if c.kind != "experiment"]
