@@ -323,3 +323,91 @@ def test_training_experiments_on_tiny_data():
         assert len(runs) == 2 and all(r["reached"] and r["loss"] <= 0.9 and r["grad_norm2"] > 0 for r in runs)
     # the larger rate reaches the same loss in fewer steps
     assert np.mean([r["steps"] for r in eq[0.2]]) < np.mean([r["steps"] for r in eq[0.05]])
+    # the experiment claims read these plain results: every row is made, nothing breaks
+    rows = D.claims({"curves": curves, "tuned": tuned, "equal_loss": eq})
+    assert [c.id for c in rows] == ["E1", "E2a", "E3", "E4", "R1", "R2", "R3"]  # no RMSprop run: no E2b
+
+
+# ------------------------------------------------------------------ escape times and noisy runs
+def test_first_arrival_and_escape_table():
+    assert D.first_arrival(np.array([3.0, 2.0, 0.4, 0.4]), 0.4, 0.5) == 1.0
+    assert math.isinf(D.first_arrival(np.array([3.0, 2.0]), 0.4, 0.5))
+    cp = D.quartic_critical_points()
+    t = D.escape_times(D.quartic, D.quartic_grad, cp[0], [10.0, 1000.0], [0.01], [4.0], t_end=60.0)
+    assert math.isinf(t[(10.0, 0.01, 4.0)]) and 0 < t[(1000.0, 0.01, 4.0)] < 60
+    times = {(M, h, x0): v for M in (10.0, 1e4) for h in (0.02, 0.01) for x0, v in ((3.5, 1.234), (4.0, math.inf))}
+    lines = D.escape_table(times).splitlines()
+    assert lines[0] == "| M | h = 0.02 | h = 0.01 |" and len(lines) == 4
+    assert lines[2] == "| 10 | 1.23 / ∞ | 1.23 / ∞ |" and lines[3].startswith("| 10000 |")
+
+
+def test_noisy_final_losses_pair_by_seed():
+    q = D.quadratic([1.0, 10.0])
+    L = lambda it: 0.5 * (np.array([1.0, 10.0]) * it ** 2).sum(-1)
+    runs = {"GD": ("gd", 0.01), "GD again": ("gd", 0.01), "Adagrad": ("adagrad", 0.3)}
+    out = D.noisy_final_losses(L, q.grad, [1.0, 1.0], runs, 500, 0.3, [0, 1, 2], tail=100)
+    assert all(len(v) == 3 for v in out.values())
+    assert out["GD"] == out["GD again"]  # the same noise for every optimiser of a seed
+    assert len(set(out["GD"])) == 3      # and other noise for another seed
+
+
+# ------------------------------------------------------------------ the experiment claims
+def _curves(adam_early, sgd_early, final=0.2, n=5):
+    mk = lambda early, s: {"lr": 0.1, "n_steps": 100, "loss": np.r_[np.full(10, early), np.full(90, 0.1)],
+                           "train_loss": final + 0.01 * s, "test_acc": 0.9}
+    return {"sgd": [mk(sgd_early[s], s) for s in range(n)], "adam": [mk(adam_early[s], s) for s in range(n)],
+            "rmsprop": [mk(sgd_early[s], s) for s in range(n)]}
+
+
+def test_claims_e1_e2_pass_fail_inconclusive():
+    sgd = [1.0, 1.1, 0.9, 1.05, 0.95]
+    rows = {c.id: c for c in D.claims({"curves": _curves([0.4, 0.42, 0.38, 0.41, 0.39], sgd)})}
+    assert rows["E1"].verdict == "PASS" and rows["E1"].n == 5           # worst loss 0.2..0.24 < 0.5
+    assert rows["E2a"].verdict == "PASS" and rows["E2a"].estimate == pytest.approx(0.4, abs=0.01)
+    assert rows["E2b"].verdict == "FAIL"                                  # the same loss as SGD: ratio 1
+    assert rows["R1"].kind == "report"
+    assert D.claims({"curves": _curves([0.4] * 5, sgd, final=0.9)})[0].verdict == "FAIL"
+    noisy = [1.5, 0.6, 1.3, 0.5, 0.9]
+    e2 = {c.id: c for c in D.claims({"curves": _curves([a * s for a, s in zip(noisy, sgd)], sgd)})}["E2a"]
+    assert e2.verdict == "INCONCLUSIVE" and "80 %" in e2.note
+    assert D.early_loss({"loss": np.arange(20.0)}) == 0.5  # the first 10 % of 20 logged steps
+
+
+def _tuned(diff, n=5):
+    mom = [0.96 + 0.001 * s for s in range(n)]
+    return {"momentum": {"lr": 0.1, "val": {0.01: 0.9, 0.1: 0.97, 0.3: 0.9}, "test_acc": mom, "epochs": 20},
+            "adam": {"lr": 0.3, "val": {0.01: 0.9, 0.3: 0.97}, "test_acc": [m - d for m, d in zip(mom, diff)],
+                     "epochs": 20}}
+
+
+def test_claims_e3_is_paired_and_states_the_grid_edge():
+    ok = {c.id: c for c in D.claims({"tuned": _tuned([0.002, 0.003, 0.0025, 0.002, 0.003])})}
+    assert ok["E3"].verdict == "PASS" and ok["E3"].measured.endswith("pp") and "pairs" in ok["E3"].rule
+    assert "Adam 0.3 (grid edge)" in ok["R2"].measured and "momentum 0.1:" in ok["R2"].measured
+    assert D.claims({"tuned": _tuned([-0.002, -0.003, -0.0025, -0.002, -0.003])})[0].verdict == "FAIL"
+    assert D.claims({"tuned": _tuned([0.004, -0.003, 0.001, -0.002, 0.0005])})[0].verdict == "INCONCLUSIVE"
+
+
+def _eq(ratio, reached=True):
+    run = lambda lr, s, g2: {"lr": lr, "seed": s, "steps": 100, "loss": 0.2, "grad_norm2": g2, "target": 0.2,
+                             "reached": reached}
+    return {0.02: [run(0.02, s, 0.04) for s in range(len(ratio))],
+            0.1: [run(0.1, s, 0.04 * r) for s, r in enumerate(ratio)]}
+
+
+def test_claims_e4_on_the_log_ratio():
+    assert D.claims({"equal_loss": _eq([0.5, 0.6, 0.55, 0.45, 0.5])})[0].verdict == "PASS"
+    bad = D.claims({"equal_loss": _eq([3.0, 2.5, 4.0, 3.5, 2.8])})
+    assert bad[0].verdict == "FAIL" and bad[0].estimate > 0 and bad[1].id == "R3"
+    rows = D.claims({"equal_loss": _eq([3.0] * 3), "noisy": {"GD": [1.0, 2.0], "Adagrad": [0.5, 0.9]}})
+    assert [c.kind for c in rows] == ["experiment", "experiment", "report"]  # grouped as the table shows them
+    assert D.claims({"equal_loss": _eq([0.5, 2.0, 0.7, 1.8, 1.0])})[0].verdict == "INCONCLUSIVE"
+    assert [c.id for c in D.claims({"equal_loss": _eq([0.5, 0.6], reached=False)})] == ["R3"]
+
+
+def test_claims_e5_and_missing_runs():
+    gd = [1e-3, 1.1e-3, 0.9e-3, 1e-3]
+    rows = D.claims({"noisy": {"GD": gd, "Adagrad": [0.5 * g for g in gd]}})
+    assert rows[0].id == "E5" and rows[0].verdict == "PASS" and rows[0].estimate == pytest.approx(math.log(0.5))
+    assert D.claims({"noisy": {"GD": gd, "Adagrad": [2 * g for g in gd]}})[0].verdict == "FAIL"
+    assert D.claims({}) == []
