@@ -536,7 +536,7 @@ class Claims:
 
     def to_json(self) -> dict:
         return {"chapter": self.chapter, "title": self.title, "profile": self.profile,
-                "headline": self.headline, "claims": [c.to_json() for c in self.items]}
+                "headline": self.headline, "claims": [c.to_json() for c in _by_kind(self.items)]}
 
     # --- showing
     def html(self) -> str:
@@ -553,6 +553,11 @@ class Claims:
                 lines.append(KIND_TITLES[kind])
                 lines += [f"  {c.id}: {c.verdict}: {c.measured}" for c in group]
         return "\n".join(lines)
+
+
+def _by_kind(claims: Iterable[Claim]) -> list[Claim]:
+    """Claims in the order the tables show them: grouped by kind, in the order made."""
+    return sorted(claims, key=lambda c: KINDS.index(c.kind))
 
 
 _CSS = """<style>
@@ -634,7 +639,7 @@ def ledger(notebooks: Iterable[str | Path]) -> list[dict]:
         entry = {"notebook": p.name, "page": p.with_suffix(".html").name, "chapter": p.name[:2],
                  "title": _title(p), "claims": None, "counts": {}, "headline": "", "profile": None}
         if data is not None:
-            claims = [Claim.from_json(c) for c in data["claims"]]
+            claims = _by_kind(Claim.from_json(c) for c in data["claims"])
             entry.update(claims=claims, headline=data.get("headline", ""), profile=data.get("profile"))
             for c in claims:
                 entry["counts"].setdefault(c.kind, {}).setdefault(c.verdict, 0)
