@@ -8,6 +8,8 @@ import torch
 
 from dlbook import gaussian as G
 from dlbook import infomax as im
+from dlbook.infomax import experiments
+from dlbook.metrics import spread
 from dlbook.config import ConfigError, ProfileError
 from dlbook.data import ArrayData
 
@@ -231,7 +233,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=-1), dict(seeds=0), dict(gamma=-1.0),
                                  dict(per_batch=0), dict(width=0.0), dict(view_gray=1.5), dict(epochs=10),
-                                 dict(knn_every=3), dict(view_epochs=0),
+                                 dict(sweep_seeds=6), dict(sweep_epochs=30), dict(view_epochs=0),
                                  dict(toy_rhos=(0.5, 1.0)), dict(sweep=((0.0, "both"),))])
 def test_config_refuses_bad_settings(bad):
     with pytest.raises(ConfigError):
@@ -269,15 +271,15 @@ def test_two_view_training_and_knn_by_epoch():
     data = im.CifarData(rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
                         rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), np.arange(12) % 4, "test")
     cfg = im.Config(width=0.125, z_dim=8, critic_width=16, batch_size=16, knn_k=3, epochs=4, view_epochs=2,
-                    knn_every=2, sweep_epochs=2, seeds=2)
+                    sweep_epochs=2, seeds=2, sweep_seeds=2)
     runs = im.train_seeds(cfg, im.images_to_input(data.x_train), views=2, progress=False)
     run = runs[0]
     assert [r.seed for r in runs] == [0, 1] and run.views == 2 and run.name.endswith("two views")
-    assert len(run.epochs) == cfg.view_epochs == 2 and sorted(run.snapshots) == [1, 2]
+    assert len(run.epochs) == cfg.view_epochs == 2 and sorted(run.snapshots) == [2]
     curve = im.knn_by_epoch(cfg, data, run)
-    assert sorted(curve) == [1, 2] and all(0 <= v <= 1 for v in curve.values())
-    by_pass = im.knn_by_passes(cfg, data, runs)     # epochs 1, 2 of two views = 2, 4 encoder passes
-    assert sorted(by_pass) == [2, 4] and all(len(v) == 2 for v in by_pass.values())
+    assert sorted(curve) == [2] and all(0 <= v <= 1 for v in curve.values())
+    by_pass = im.knn_by_passes(cfg, data, runs)     # epoch 2 of two views = 4 encoder passes
+    assert sorted(by_pass) == [4] and all(len(v) == 2 for v in by_pass.values())
 
 
 def test_load_cifar_picks_first_images_of_each_batch_by_canonical_index(monkeypatch):
@@ -285,7 +287,7 @@ def test_load_cifar_picks_first_images_of_each_batch_by_canonical_index(monkeypa
     idx = np.concatenate([b * 10_000 + np.arange(3) for b in range(5)])
     tr = ArrayData(np.zeros((15, 1, 1, 3), np.uint8), idx % 10, "subset", "cifar-10", "train", idx)
     te = ArrayData(np.zeros((7, 1, 1, 3), np.uint8), np.zeros(7, np.int64), "subset", "cifar-10", "test")
-    monkeypatch.setattr(im, "load", lambda name, split, limit=None: tr if split == "train" else te)
+    monkeypatch.setattr(experiments, "load", lambda name, split, limit=None: tr if split == "train" else te)
     d = im.load_cifar(im.Config(per_batch=2, n_test=7))
     assert list(d.y_train) == [0, 1] * 5
     with pytest.raises(ValueError, match="holds"):
@@ -304,7 +306,8 @@ def test_profiles_exist_and_full_is_the_post():
     full = im.config("full")
     assert (full.width, full.z_dim, full.batch_size, full.epochs, full.lr) == (1.0, 256, 64, 50, 1e-3)
     assert (full.alpha, full.beta, full.gamma) == (0.5, 1.5, 0.01) and full.per_batch is None
-    assert im.config("smoke").epochs <= im.config("cpu").epochs and im.config("cpu").seeds >= 3
+    assert im.config("smoke").epochs <= im.config("cpu").epochs and im.config("cpu").seeds >= 5
+    assert im.config("cpu").lengths == (6, 12, 24) and im.config("full").lengths == (12, 25, 50)
 
 
 def test_compare_features_entries_and_table():
@@ -319,9 +322,9 @@ def test_compare_features_entries_and_table():
     assert out["mu"]["knn_ok"].shape == (12,) and out["mu"]["knn_acc"] == out["mu"]["knn_ok"].mean()
     table = im.feature_table({**out, "two": [out["mu"], out["mu"]]}, ["pix", "mu", "two"]).splitlines()
     assert len(table) == 5 and table[0].startswith("| features | top-10 label agreement | 10-NN accuracy")
-    assert table[2].startswith(f"| pix | {out['pix']['agreement']:.3f} |") and table[2].endswith("| - |")
-    assert table[3].endswith(f"| {out['mu']['abs_mean_mu']:.3f} |")
-    assert table[4].startswith("| two (2 seeds) |") and "± 0.000" in table[4]
+    assert table[2].startswith(f"| pix | {spread([out['pix']['agreement']])} |") and table[2].endswith("| - |")
+    assert table[3].endswith(f"| {spread([out['mu']['abs_mean_mu']])} |")
+    assert table[4].startswith("| two (2 seeds) |") and " ± 0 [" in table[4]
     with pytest.raises(ValueError, match="layer"):
         im.compare_features(cfg, data, {"bad": (enc, "top")})
     pix = im.pixel_baselines(cfg, data)
@@ -337,20 +340,6 @@ def test_pixel_features():
         im.pixel_features(x, "whitened")
 
 
-def test_margin_adds_seed_and_image_variance():
-    a = [np.array([1, 1, 0, 1.0]), np.array([1, 0, 0, 1.0])]
-    b = np.array([0, 1, 0, 0.0])
-    m = im.margin(a, b)
-    d = np.stack(a) - b
-    want = math.sqrt(d.mean(1).var(ddof=1) / 2 + d.mean(0).var(ddof=1) / 4)
-    assert m["mean"] == pytest.approx(100 * d.mean()) and m["se"] == pytest.approx(100 * want)
-    assert m["seeds"] == 2 and m["per_seed"] == pytest.approx([50.0, 25.0])
-    one = im.margin([a[0]], [b])                       # one seed: only the image term
-    assert one["se"] == pytest.approx(100 * (a[0] - b).std(ddof=1) / 2)
-    with pytest.raises(ValueError, match="same"):
-        im.margin(a, np.zeros(3))
-
-
 def test_retrieval_figure_tiles_rows_with_make_grid():
     import matplotlib
     matplotlib.use("Agg")
@@ -361,3 +350,94 @@ def test_retrieval_figure_tiles_rows_with_make_grid():
     assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 10
     assert fig.axes[0].images[0].get_array().shape[:2] == (36, 4 * 34 + 2)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ claims
+def _results(gap, spread_pts=0.5, seeds=5, view_gain=5.0, toy_err=0.05):
+    """Plain results as `gather` returns them: the post's recipe `gap` points above a random
+    encoder after its full length (half that after half, a quarter after a quarter), seed
+    noise of `spread_pts` points."""
+    rng = np.random.default_rng(0)
+    perms = iter(rng.permutation(np.linspace(-1.2, 1.2, seeds)) for _ in range(100))
+    noise = lambda: spread_pts / 100 * next(perms)   # mean exactly zero: estimates sit on their means
+    rnd = {m: 0.3 + noise() for m in ("agreement", "knn_acc", "probe_acc")}
+    post = {ep: {m: rnd[m] + gap / 100 * ep / 24 + noise() for m in rnd} for ep in (6, 12, 24)}
+    views = {m: post[12][m] + view_gain / 100 + noise() for m in rnd}
+    return {"toy": {"rhos": [0.5, 0.8], "rel": {0.5: list(toy_err + 2 * noise()), 0.8: list(0.02 + noise())},
+                    "obj": [[-1.3, -1.1]] * seeds},
+            "fn": {"batch": 64, "rate": 0.0157}, "epochs": 24, "lengths": [6, 12, 24], "view_epochs": 6,
+            "equal_pass_epochs": 12, "sweep_epochs": 3, "self_first": True,
+            "init_dev": list(0.005 + rng.uniform(0, 0.002, seeds)), "local_end": list(0.6 + noise()),
+            "global_end": list(0.05 + noise()), "global_below_0.1": [8, 9, None, 7, 10][:seeds],
+            "surrogate": {"first": [-1.2] * seeds, "last": [-0.4] * seeds, "drop": [0.0] * seeds},
+            "gamma": {0.0: {"abs_mean_mu": [0.5, 0.6, 0.55], "agg_var": [3.0, 3.2, 2.9], "mean_logvar": [-4, -4.2, -3.9]},
+                      0.01: {"abs_mean_mu": [0.4, 0.45, 0.5], "agg_var": [2.0, 2.1, 1.9], "mean_logvar": [-2, -2.1, -2.2]},
+                      1.0: {"abs_mean_mu": [0.1, 0.12, 0.09], "agg_var": [1.1, 1.2, 1.05], "mean_logvar": [-0.5, -0.4, -0.6]}},
+            "logvar_last_change": [-0.2, -0.3, -0.25], "random": rnd, "post": post, "views": views,
+            "pixels": {"agreement": ("pixels, raw", 0.25), "knn_acc": ("pixels, centred, k=20", 0.37),
+                       "probe_acc": ("pixels, raw", 0.31)},
+            "paper_global": [], "post_global_short": []}
+
+
+def _verdicts(res, **kw):
+    return {c.id: c.verdict for c in im.claims(res, **kw)}
+
+
+def test_claims_pass_fail_and_inconclusive_on_synthetic_results():
+    big = _verdicts(_results(gap=10.0))
+    assert big["C10 agreement 24ep"] == big["C10 probe 24ep"] == big["C10 trend agreement"] == "PASS"
+    assert big["C10 knn 24ep"] == "PASS" and big["V1"] == big["V3"] == "PASS"
+    assert big["C7a"] == big["C7b"] == big["C7c"] == big["C7d"] == "PASS"
+    assert big["C8a"] == big["C8b"] == big["C9a"] == big["C9b"] == "PASS"
+    assert big["C5-MLP 0.5"] == big["C5-MLP 0.8"] == big["C5-MLP mono"] == "PASS"
+    none = _verdicts(_results(gap=0.0, spread_pts=0.3))
+    assert none["C10 agreement 24ep"] == none["C10 probe 24ep"] == "FAIL"   # the interval lies below 3 points
+    assert none["C10 knn-pixels"] == "FAIL" and none["V2"] == "FAIL"          # pixels are ahead
+    noisy = _verdicts(_results(gap=3.0, spread_pts=6.0, toy_err=0.15))
+    assert noisy["C10 agreement 24ep"] == "INCONCLUSIVE" and noisy["C5-MLP 0.5"] == "INCONCLUSIVE"
+    assert none["C12"] == "n/a (full profile)" and none["G1-train"] == "n/a (full profile)"
+    assert none["C11"] == "holds by construction"
+
+
+def test_claims_rows_carry_the_mde_and_the_scaling_slope():
+    cl = {c.id: c for c in im.claims(_results(gap=3.0, spread_pts=6.0))}
+    c = cl["C10 agreement 24ep"]
+    assert c.n == 5 and c.mde > 0 and "80 %" in c.note and c.measured.endswith(" pt")
+    # the slope per doubling of epochs: 6 -> 12 -> 24 adds gap / 4 then gap / 2
+    res = _results(gap=8.0, spread_pts=0.0)
+    slope = {c.id: c for c in im.claims(res)}["C10 trend probe"].estimate
+    x = np.log2([6, 12, 24])
+    want = np.polyfit(x, [8 * 6 / 24, 8 * 12 / 24, 8.0], 1)[0]
+    assert slope == pytest.approx(want, abs=1e-6)
+
+
+def test_claims_full_profile_decides_c12_and_the_paper_critic():
+    res = _results(gap=12.0)
+    res["paper_global"], res["post_global_short"] = [1.2, 1.3, 1.25], [0.1, 0.2, 0.15]
+    v = _verdicts(res, full=True)
+    assert v["C12"] == "PASS" and v["G1-train"] == "PASS"
+
+
+def test_gather_reads_runs_and_scores():
+    from types import SimpleNamespace as NS
+
+    cfg = im.Config(epochs=4, view_epochs=2, sweep_epochs=2, seeds=2, sweep_seeds=2)
+    ep = lambda g, l, lv: {"global": g, "local": l, "logvar": lv}
+    main = [NS(initial={"global": 1.39, "local": 1.38}, epochs=[ep(0.5, 1.2, 0), ep(0.08, 1.0, -0.1), ep(0.05, 0.9, -0.2),
+                                                                ep(0.04, 0.8, -0.3)]) for _ in range(2)]
+    sweep = [NS(gamma=g, global_input="post", epochs=[ep(0.1, 1, -1), ep(0.1, 1, -2)]) for _ in range(2) for g in (0.0, 1.0)]
+    sc = lambda v: {"agreement": v, "knn_acc": v, "probe_acc": v, "abs_mean_mu": v, "agg_var": 1 + v, "mean_logvar": -v}
+    names = [im.post_name(e) for e in (1, 2, 4)] + ["random encoder", im.VIEW_NAME] + \
+        [im.sweep_name(g, "post", 2) for g in (0.0, 1.0)]
+    scores = {n: [sc(0.3), sc(0.32)] for n in names}
+    pix = {"best": {m: "pixels, raw" for m in ("agreement", "knn_acc", "probe_acc")},
+           "scores": {"pixels, raw": sc(0.25)}}
+    toys = [{"rho": [0.5, 0.8, 0.95], "true": [0.144, 0.511, 1.164], "mlp": [0.15, 0.5, 1.1],
+             "obj_mlp": [-1.3, -1.1, -0.8]}] * 2
+    fn = {"batch": [8, 64], "randperm": [0.12, 0.016]}
+    res = im.gather(cfg, toys, fn, main, sweep, scores, pix, True)
+    assert res["global_below_0.1"] == [2, 2] and res["init_dev"][0] == pytest.approx(2 * LOG2 - 1.38)
+    assert sorted(res["gamma"]) == [0.0, 0.01, 1.0] and res["logvar_last_change"] == [-1.0, -1.0]
+    assert res["toy"]["rel"][0.5][0] == pytest.approx(abs(0.15 - 0.144) / 0.144)
+    assert res["fn"]["rate"] == 0.016 and res["pixels"]["knn_acc"] == ("pixels, raw", 0.25)
+    assert {c.id for c in im.claims(res)} >= {"C7a", "C9a", "C10 trend knn", "V4"}
