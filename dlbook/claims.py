@@ -487,17 +487,19 @@ class Claims:
             self.add(c)
         return self
 
-    def derivation(self, *a, **k) -> Claim:
-        return self.add(derivation(*a, **k))
+    # These return nothing, so a cell that ends with a check shows only its printed line
+    # (``claims[id]`` gives the claim back).
+    def derivation(self, *a, **k) -> None:
+        self.add(derivation(*a, **k))
 
-    def close(self, *a, **k) -> Claim:
-        return self.add(close(*a, **k))
+    def close(self, *a, **k) -> None:
+        self.add(close(*a, **k))
 
-    def construction(self, *a, **k) -> Claim:
-        return self.add(construction(*a, **k))
+    def construction(self, *a, **k) -> None:
+        self.add(construction(*a, **k))
 
-    def report(self, *a, **k) -> Claim:
-        return self.add(report(*a, **k))
+    def report(self, *a, **k) -> None:
+        self.add(report(*a, **k))
 
     def _in_context(self, c: Claim) -> Claim:
         """Experiments under smoke or on sample data decide nothing."""
