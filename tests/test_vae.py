@@ -216,6 +216,8 @@ def test_sweep_forgetting_and_adaptive_runs_cover_every_seed():
     assert res["seeds"] == [3, 4] and len(res["wide"][1.0]["runs"]) == 2 and res["gain"]["det"] == [90.0, 90.0]
     ids = [c.id for c in vae.claims(res)]
     assert {"C9a", "C10a", "C11a", "C13a", "C13b", "C14a", "C15", "C16-5"} <= set(ids)
+    kinds = [c.kind for c in vae.claims(res)]
+    assert kinds == sorted(kinds, key=["construction", "experiment", "report"].index)  # grouped as shown
 
 
 def _results(profile="cpu", n=3, gain=(1.0, 0.3), tc=0.25, adapt=1.05, adapt_sd=0.01, closed=15.0, seed=0):
