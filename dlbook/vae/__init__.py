@@ -5,7 +5,8 @@ decoder, q(z) = N(0, I) the prior, p(z) the aggregate posterior. All information
 In the experiments `beta` is the KL *weight* (the post's lambda).
 
 Every loss below is a transcription of one numbered equation of the chapter; the label is in
-the comment beside it.
+the comment beside it. The chapter's claims (the brief's thresholds, the per-seed results they
+are decided on) live in `dlbook.vae.claims`; `claims` and `results_of` are re-exported here.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, Settings, by_profile, require
-from .config import device as default_device
-from .gaussian import code_statistics as _code_statistics
-from .gaussian import gaussian_kl, reparameterise
-from .train import ArrayLoader, Trainer
+from ..config import ConfigError, Settings, by_profile, require
+from ..config import device as default_device
+from ..gaussian import code_statistics as _code_statistics
+from ..gaussian import gaussian_kl, reparameterise
+from ..train import ArrayLoader, Trainer
 
 LOG10 = math.log(10.0)
 
@@ -292,7 +293,7 @@ class MNISTData:
 
 def load_mnist(cfg: Config) -> MNISTData:
     """The first `n_train` training and `n_test` test images through the dlbook registry."""
-    from .data import load, to_float
+    from ..data import load, to_float
 
     tr = load("mnist", "train", limit=cfg.n_train)
     te = load("mnist", "test", limit=cfg.n_test)
@@ -386,6 +387,19 @@ def iwae_nll(model: VAE, x: torch.Tensor, k: int = 64, seed: int = 0, batch: int
         nll.append(-(torch.logsumexp(log_w, 0) - math.log(k)).cpu())  # (eq-07-iwae)
         nelbo.append(-log_w.mean(0).cpu())
     return float(torch.cat(nll).mean()), float(torch.cat(nelbo).mean())
+
+
+def elbo_vs_iwae(sweep: "SweepResult", data: MNISTData, cfg: Config, beta: float = 1.0) -> dict:
+    """Claim 10 per seed: the held-out D+R of the `beta` model of `sweep`, and the k-sample ELBO and
+    IWAE NLL estimates (k = cfg.iw_samples) on the same images; nats per image."""
+    out: dict = {"k": cfg.iw_samples, "elbo": [], "elbo_k": [], "nll": []}
+    for i, s_ in enumerate(sweep.seeds):
+        e = sweep.eval(beta, i)
+        nll, nelbo = iwae_nll(sweep.model(beta, i), data.b_test, k=cfg.iw_samples, seed=s_)
+        out["elbo"].append(e["D"] + e["R"])
+        out["elbo_k"].append(nelbo)
+        out["nll"].append(nll)
+    return out
 
 
 @torch.no_grad()
@@ -571,44 +585,49 @@ def evaluate_vib(model: VIBClassifier, x: torch.Tensor, y: torch.Tensor, n_sampl
             "izy_bound": LOG10 - ce, "izx_bound": kl}
 
 
-def vib_sweep(data: MNISTData, cfg: Config, progress: bool = True, device=None) -> dict:
-    """E5: for every seed, the deterministic baseline and a VIB classifier per beta of
-    cfg.vib_betas; returns {beta or 'det': [evaluation per seed]}."""
+def vib_sweep(data: MNISTData, cfg: Config, seed: int = 0, progress: bool = True, device=None) -> dict:
+    """E5: for every seed (seed, seed + 1, ..., cfg.vib_seeds of them), the deterministic baseline
+    and a VIB classifier per beta of cfg.vib_betas; returns {beta or 'det': [evaluation per seed]}.
+    The deterministic net and a VIB net of the same seed share the initial weights and the batch
+    order, so their runs pair."""
     from tqdm.auto import tqdm
 
     keys: list = ["det", *cfg.vib_betas]
     out: dict = {k: [] for k in keys}
-    jobs = [(s, k) for s in range(cfg.vib_seeds) for k in keys]
+    jobs = [(seed + s, k) for s in range(cfg.vib_seeds) for k in keys]
     for s, k in tqdm(jobs, desc="VIB sweep", disable=not progress):
         m, _ = train_vib(data, cfg, None if k == "det" else k, seed=s, progress=progress, device=device)
         out[k].append(evaluate_vib(m, data.x_test, data.y_test, cfg.vib_test_samples, seed=s))
     return out
 
 
-def vib_gain_runs(data: MNISTData, cfg: Config, sweep: dict, progress: bool = True, device=None) -> dict:
+def vib_gain_runs(data: MNISTData, cfg: Config, sweep: dict, seed: int = 0, progress: bool = True,
+                  device=None) -> dict:
     """Claim 14's comparison with more seeds: the deterministic network and the VIB classifier at
-    cfg.vib_gain_beta, with the sweep's seeds (`sweep` from `vib_sweep`) and the seeds after
-    them up to cfg.vib_gain_seeds. Returns {"det": [...], beta: [...]} evaluations, one per seed."""
+    cfg.vib_gain_beta, with the sweep's seeds (`sweep` from `vib_sweep` with the same `seed`) and
+    the seeds after them up to cfg.vib_gain_seeds. Returns {"det": [...], beta: [...]}
+    evaluations, one per seed, in the same seed order (they pair)."""
     from tqdm.auto import tqdm
 
     b = cfg.vib_gain_beta
     out = {"det": list(sweep["det"]), b: list(sweep[b])}
-    jobs = [(s, k) for s in range(cfg.vib_seeds, cfg.vib_gain_seeds) for k in ("det", b)]
+    jobs = [(seed + s, k) for s in range(cfg.vib_seeds, cfg.vib_gain_seeds) for k in ("det", b)]
     for s, k in tqdm(jobs, desc="VIB gain seeds", disable=not progress or not jobs):
         m, _ = train_vib(data, cfg, None if k == "det" else k, seed=s, progress=progress, device=device)
         out[k].append(evaluate_vib(m, data.x_test, data.y_test, cfg.vib_test_samples, seed=s))
     return out
 
 
-def vib_codes_2d(data: MNISTData, cfg: Config, betas: Sequence[float] = (1e-3, 1e-1),
+def vib_codes_2d(data: MNISTData, cfg: Config, betas: Sequence[float] = (1e-3, 1e-1), seed: int = 0,
                  progress: bool = True, device=None) -> dict:
-    """E5, 2-D version: K=2 VIB classifiers; their held-out code means and accuracies."""
+    """E5, 2-D version: K=2 VIB classifiers (one seed); their held-out code means and accuracies."""
     out = {}
     for b in betas:
-        m, _ = train_vib(data, cfg, b, latent=2, progress=progress, device=device)
+        m, _ = train_vib(data, cfg, b, seed=seed, latent=2, progress=progress, device=device)
         with torch.no_grad():
             mu, _ = m.encode(data.x_test.to(next(m.parameters()).device))
-        out[b] = {"mu": mu.cpu().numpy(), "eval": evaluate_vib(m, data.x_test, data.y_test, cfg.vib_test_samples)}
+        out[b] = {"mu": mu.cpu().numpy(),
+                  "eval": evaluate_vib(m, data.x_test, data.y_test, cfg.vib_test_samples, seed=seed)}
     return out
 
 
@@ -643,3 +662,17 @@ def adaptive_runs(data: MNISTData, cfg: Config, seed: int = 0, progress: bool = 
     {target: [(model, history, steps per epoch) per seed]}."""
     return {t: [train_adaptive(data, cfg, t, seed=s_, progress=progress, device=device)
                 for s_ in seeds_of(cfg, seed)] for t in cfg.vdb_targets}
+
+
+def adaptive_final_rates(adapt: dict) -> dict:
+    """E8 read off: {target: [mean batch rate over the last epoch, per seed]} of `adaptive_runs`."""
+    out = {}
+    for tgt, runs in adapt.items():
+        out[tgt] = []
+        for _, h, per_ep in runs:
+            last = [r for s_, r in zip(h.steps, h["R"]) if s_ > h.steps[-1] - per_ep]
+            out[tgt].append(float(np.mean(last)))
+    return out
+
+
+from .claims import claims, results_of  # noqa: E402  (the chapter's claims, decided by dlbook.claims)
