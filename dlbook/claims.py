@@ -567,6 +567,8 @@ _CSS = """<style>
 .dlbook-claims table{border-collapse:collapse;width:100%;font-size:0.85em;margin:0.4em 0 1.2em}
 .dlbook-claims th,.dlbook-claims td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 .dlbook-claims td.v{white-space:nowrap;font-weight:600}
+.dlbook-claims td.num{white-space:nowrap}
+.dlbook-claims small{color:#555}
 .dlbook-claims td.PASS{color:#17692e}.dlbook-claims td.FAIL,.dlbook-claims td.BROKEN{color:#a3161b}
 .dlbook-claims td.INCONCLUSIVE{color:#8a5a00}
 .dlbook-claims h4{margin:0.8em 0 0.2em;font-size:1em}
@@ -574,16 +576,18 @@ _CSS = """<style>
 
 
 def _interval_text(c: Claim) -> str:
+    """The interval; its level only where it is not the table's 95 % (TOST's 90 %)."""
     if c.interval is None:
         return "–"
     lo, hi = c.interval
-    lvl = f"{round(100 * c.level)} %" if c.level else ""
-    return f"[{_f(lo)}, {_f(hi)}] {lvl}".strip()
+    lvl = f" ({round(100 * c.level)} %)" if c.level and abs(c.level - (1 - ALPHA)) > 1e-9 else ""
+    return f"[{_f(lo)}, {_f(hi)}]{lvl}"
 
 
 def render_html(items: Sequence[Claim], chapter: str = "") -> str:
     """The chapter's claims as HTML tables, one per kind; the verdict column comes second so
-    it is visible without scrolling, and each row's id is its claim's anchor."""
+    it is visible without scrolling, the rule and what would decide an INCONCLUSIVE row sit
+    under the claim, and each row's id is its claim's anchor."""
     e = html.escape
     out = [_CSS, '<div class="dlbook-claims">']
     for kind in KINDS:
@@ -592,28 +596,52 @@ def render_html(items: Sequence[Claim], chapter: str = "") -> str:
             continue
         out.append(f"<h4>{e(KIND_TITLES[kind])}</h4><table>")
         if kind == "experiment":
-            head = ("id", "verdict", "claim", "estimate", "interval", "n", "MDE", "rule")
+            head = ("id", "verdict", "claim (rule)", "estimate", "interval (95 %)", "n", "MDE")
         elif kind == "report":
-            head = ("id", "", "measurement", "value")
+            head = ("id", "measurement", "value")
         else:
             head = ("id", "verdict", "claim", "value", "rule")
         out.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
         for c in group:
             cls = c.verdict.split()[0] if c.verdict.split() else ""
             v = f'<td class="v {e(cls)}">{e(c.verdict)}</td>'
-            stmt = e(c.statement) + (f'<br><small>{e(c.note)}</small>' if c.note else "")
             if kind == "experiment":
-                cells = [v, f"<td>{stmt}</td>", f"<td>{e(c.measured)}</td>", f"<td>{e(_interval_text(c))}</td>",
-                         f"<td>{'' if c.n is None else c.n}</td>", f"<td>{e(_f(c.mde, 2))}</td>",
-                         f"<td><small>{e(c.rule)}</small></td>"]
+                small = " · ".join(x for x in (c.rule if c.rule != "–" else "", c.note) if x)
+                stmt = e(c.statement) + (f"<br><small>{e(small)}</small>" if small else "")
+                cells = [v, f"<td>{stmt}</td>", f'<td class="num">{e(c.measured)}</td>',
+                         f'<td class="num">{e(_interval_text(c))}</td>',
+                         f"<td>{'' if c.n is None else c.n}</td>", f'<td class="num">{e(_f(c.mde, 2))}</td>']
             elif kind == "report":
-                cells = ["<td></td>", f"<td>{stmt}</td>", f"<td>{e(c.measured)}</td>"]
+                cells = [f"<td>{e(c.statement)}</td>", f"<td>{e(c.measured)}</td>"]
             else:
-                cells = [v, f"<td>{stmt}</td>", f"<td>{e(c.measured)}</td>", f"<td>{e(c.rule)}</td>"]
+                stmt = e(c.statement) + (f"<br><small>{e(c.note)}</small>" if c.note else "")
+                cells = [v, f"<td>{stmt}</td>", f'<td class="num">{e(c.measured)}</td>',
+                         f'<td class="num">{e(c.rule)}</td>']
             out.append(f'<tr id="{e(c.anchor)}"><td>{e(c.id)}</td>' + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
     out.append("</div>")
     return "\n".join(out)
+
+
+def rerender(ipynb: str | Path) -> bool:
+    """Rewrite the HTML of a recorded chapter's claims table from the claims it stored (the
+    HTML is a function of the JSON alone: nothing is re-run). True if the file changed."""
+    import nbformat
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = o.get("data", {})
+            if MIME in data:
+                items = [Claim.from_json(c) for c in data[MIME]["claims"]]
+                new = render_html(items, data[MIME].get("chapter", ""))
+                if data.get("text/html") != new:
+                    data["text/html"] = new
+                    changed = True
+    if changed:
+        nbformat.write(nb, str(ipynb))
+    return changed
 
 
 # ------------------------------------------------------------------ the ledger

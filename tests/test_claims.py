@@ -309,3 +309,16 @@ def test_ledger_of_the_stored_notebooks_matches_their_tables():
         total = sum(sum(v.values()) for v in e["counts"].values())
         assert total == len(e["claims"]) > 0
         assert e["profile"] == nb["metadata"]["dlbook"]["provenance"]["profile"], p.name
+
+
+def test_rerender_rewrites_only_the_html_from_the_stored_json(tmp_path):
+    s = C.Claims("01", profile="cpu", quiet=True)
+    s.add(C.experiment("E1", "x", [1.0, 1.1, 0.9], above=0))
+    p = _notebook(tmp_path, "01_one.ipynb", s)
+    nb = nbformat.read(p, 4)
+    nb.cells[-1].outputs[0]["data"]["text/html"] = "<p>an older rendering</p>"
+    nbformat.write(nb, p)
+    assert C.rerender(p) is True
+    out = nbformat.read(p, 4).cells[-1].outputs[0]["data"]
+    assert out["text/html"] == s.html() and out[C.MIME] == s.to_json()
+    assert C.rerender(p) is False  # nothing left to change
