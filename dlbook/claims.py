@@ -566,7 +566,8 @@ _CSS = """<style>
 .dlbook-claims{overflow-x:auto;max-width:100%}
 .dlbook-claims table{border-collapse:collapse;width:100%;font-size:0.85em;margin:0.4em 0 1.2em}
 .dlbook-claims th,.dlbook-claims td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
-.dlbook-claims td.v{white-space:nowrap;font-weight:600}
+.dlbook-claims td.v{font-weight:600}
+.dlbook-claims td.claim{min-width:15em}
 .dlbook-claims td.num{white-space:nowrap}
 .dlbook-claims small{color:#555}
 .dlbook-claims td.PASS{color:#17692e}.dlbook-claims td.FAIL,.dlbook-claims td.BROKEN{color:#a3161b}
@@ -608,14 +609,14 @@ def render_html(items: Sequence[Claim], chapter: str = "") -> str:
             if kind == "experiment":
                 small = " · ".join(x for x in (c.rule if c.rule != "–" else "", c.note) if x)
                 stmt = e(c.statement) + (f"<br><small>{e(small)}</small>" if small else "")
-                cells = [v, f"<td>{stmt}</td>", f'<td class="num">{e(c.measured)}</td>',
+                cells = [v, f'<td class="claim">{stmt}</td>', f'<td class="num">{e(c.measured)}</td>',
                          f'<td class="num">{e(_interval_text(c))}</td>',
                          f"<td>{'' if c.n is None else c.n}</td>", f'<td class="num">{e(_f(c.mde, 2))}</td>']
             elif kind == "report":
                 cells = [f"<td>{e(c.statement)}</td>", f"<td>{e(c.measured)}</td>"]
             else:
                 stmt = e(c.statement) + (f"<br><small>{e(c.note)}</small>" if c.note else "")
-                cells = [v, f"<td>{stmt}</td>", f'<td class="num">{e(c.measured)}</td>',
+                cells = [v, f'<td class="claim">{stmt}</td>', f'<td class="num">{e(c.measured)}</td>',
                          f'<td class="num">{e(c.rule)}</td>']
             out.append(f'<tr id="{e(c.anchor)}"><td>{e(c.id)}</td>' + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
