@@ -18,9 +18,9 @@ randomness, its checkpoints, and the processes it runs on.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +31,7 @@ from torch import nn
 
 from . import gan
 from .config import Settings, require
-from .train import (CheckpointError, History, NonFiniteLoss, check_history, check_optimizer, check_state,
+from .train import (CheckpointError, History, LoopCore, check_history, check_optimizer, check_state,
                     copy_state, load_checkpoint, plain, require_fields, save_checkpoint)
 
 # ======================================================================== seeds and processes
@@ -306,6 +306,7 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         evals.log(step, broadcast(row, procs))
 
     def save(step: int) -> None:
+        acc, n_acc = state.pending
         sums = {k: v.detach().reshape(()).clone() for k, v in sorted(acc.items())}  # dtype kept: exact resume
         if procs.world > 1 and sums:  # the open interval, averaged over the processes
             import torch.distributed as dist
@@ -321,16 +322,14 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
                                    "pending": {"sums": {k: v.cpu() for k, v in sums.items()}, "count": n_acc}})
         barrier(procs)
 
-    from tqdm.auto import tqdm
-
     hooks(start)
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc or loss.name, leave=False,
-               disable=not (cfg.progress and procs.main))
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    for step in range(start, end):
+    state = types.SimpleNamespace(pending=(acc, n_acc))
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        nonlocal spent
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(stream_seed(seed, 1, step))  # the global batch: shared
-        _seed_global(stream_seed(seed, 2 + procs.rank, step), dev)  # penalty points: per process
+        gen = torch.Generator().manual_seed(stream_seed(seed, 1, step - 1))  # the global batch: shared
+        _seed_global(stream_seed(seed, 2 + procs.rank, step - 1), dev)  # penalty points: per process
 
         def real() -> torch.Tensor:
             return sample_real(cfg.batch, gen)[lo:hi].to(dev, non_blocking=True)
@@ -357,27 +356,14 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         opt_g.step()
         for prm in t_params:
             prm.requires_grad_(True)
-        s = step + 1
-        for k, v in logs.items():
-            acc[k] = acc[k] + v if k in acc else v.detach().clone()
-        acc["generator"] = acc["generator"] + lg.detach() if "generator" in acc else lg.detach().clone()
-        n_acc += 1
         spent += time.perf_counter() - t0
-        if s % cfg.log_every == 0 or s == cfg.steps:  # an early stop leaves its interval open
-            vals = _all_mean(acc, n_acc, procs)
-            bad = [k for k, v in vals.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLoss(f"train_gan ({loss.name}, seed {seed}): the mean {bad[0]} loss of steps "
-                                    f"{s - n_acc + 1}..{s} is {vals[bad[0]]}; training stopped (the last "
-                                    "checkpoint, if any, is from before). A learning rate too large is the usual cause.")
-            hist.log(s, vals)
-            acc, n_acc = {}, 0
-            bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:2]}, refresh=False)
-        bar.update(1)
-        hooks(s)
-        if ckpt is not None and ((cfg.checkpoint_every and s % cfg.checkpoint_every == 0) or s == end):
-            save(s)
-    bar.close()
+        return {**logs, "generator": lg.detach()}
+
+    LoopCore(hist, state, steps=cfg.steps, log_every=cfg.log_every, start=start, stop_at=stop_at,
+             checkpoint_every=cfg.checkpoint_every, save=save if ckpt is not None else None, save_at_end=True,
+             progress=cfg.progress and procs.main, desc=desc or loss.name, after_step=hooks,
+             reduce=lambda sums, count: _all_mean(sums, count, procs),
+             what=f"train_gan ({loss.name}, seed {seed})").run(step_fn)
     if procs.world > 1:  # BatchNorm statistics ran per process: leave every process with rank 0's
         import torch.distributed as dist
 
