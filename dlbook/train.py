@@ -312,7 +312,7 @@ class LoopCore:
     stays in ``holder.pending`` for the checkpoint, so that a resumed run logs what an
     uninterrupted one would), a progress bar, ``on_log(step, means)`` after each log entry,
     ``after_step(step)`` after each step, and ``save(step)`` every ``checkpoint_every`` steps
-    (and at ``end`` with ``save_at_end``).
+    (and at ``end`` with ``save_at_end``); ``stop_when(step)`` ends the run early when true.
 
     Metric values may be Python numbers (summed as floats) or tensors (summed without a
     device sync; ``reduce(sums, count)`` turns them into means, e.g. averaged over processes).
@@ -328,14 +328,15 @@ class LoopCore:
                  save_at_end: bool = False, progress: bool = True, desc: str = "train",
                  on_log: Callable[[int, dict], None] | None = None, after_step: Callable[[int], None] | None = None,
                  reduce: Callable[[dict, int], dict[str, float]] | None = None,
-                 finite: Sequence[str] | None = None, what: str = "train"):
+                 finite: Sequence[str] | None = None, what: str = "train",
+                 stop_when: Callable[[int], bool] | None = None):
         self.history, self.holder = history, holder
         self.steps, self.log_every, self.start = int(steps), int(log_every), int(start)
         self.end = min(self.steps, stop_at) if stop_at is not None else self.steps
         self.checkpoint_every, self.save, self.save_at_end = int(checkpoint_every), save, save_at_end
         self.progress, self.desc, self.on_log, self.after_step = progress, desc, on_log, after_step
         self.reduce = reduce or (lambda acc, n: {k: v / n for k, v in acc.items()})
-        self.finite, self.what = finite, what
+        self.finite, self.what, self.stop_when = finite, what, stop_when
 
     def run(self, step_fn: Callable[[int], dict[str, Any]]) -> int:
         """Run the steps; returns the last step done."""
@@ -372,6 +373,8 @@ class LoopCore:
                 if self.save is not None and ((self.checkpoint_every and s % self.checkpoint_every == 0)
                                               or (self.save_at_end and s == self.end)):
                     self.save(s)
+                if self.stop_when is not None and self.stop_when(s):
+                    break
         finally:
             if bar is not None:
                 bar.close()
@@ -496,9 +499,11 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def fit(self, loader: Iterable, steps: int, stop_at: int | None = None) -> History:
+    def fit(self, loader: Iterable, steps: int, stop_at: int | None = None,
+            until: Callable[["Trainer"], bool] | None = None) -> History:
         """Train until `steps` optimiser steps in total (resuming counts earlier ones).
-        `stop_at` ends early (as a killed session would), after checkpointing."""
+        `stop_at` ends early (as a killed session would), after checkpointing; ``until(trainer)``,
+        asked after each logged step (and its callbacks), ends the run when true."""
         from .config import require
 
         require("Trainer.fit", positive={"steps": steps, "stop_at": stop_at}, whole=True)
@@ -519,7 +524,8 @@ class Trainer:
                         checkpoint_every=self.checkpoint_every if self.checkpoint is not None else 0,
                         save=lambda s: self.save(), progress=self.progress, desc=self.desc,
                         on_log=lambda s, mean: [cb(self, s, mean) for cb in self.callbacks], finite=(),
-                        what=self.desc)
+                        what=self.desc,
+                        stop_when=None if until is None else lambda s: s % self.log_every == 0 and until(self))
         self.model.train()
         core.run(one)
         if self.checkpoint is not None:
