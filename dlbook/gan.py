@@ -10,6 +10,7 @@ Sign convention everywhere: the critic ``T`` is trained to be HIGH on real data;
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -220,8 +221,27 @@ def same_batch(x_real: torch.Tensor, x_fake: torch.Tensor, where: str) -> None:
                          "in shape; pass equal batches (same N and sample shape)")
 
 
+_SHARD = [0, 1]  # (this process's rank, number of processes) while train_gan runs under DDP
+
+
+@contextlib.contextmanager
+def penalty_shard(rank: int, world: int):
+    """Inside the block, random penalty points are drawn for the global batch (``world`` shards)
+    and this process keeps shard ``rank``: with every process seeded alike, N processes use the
+    points one process fed the whole global batch would use (strategies 'interp', 'pool',
+    'real', 'fake'; 'interp_same' and 'interp_pool' pair points within each process's shard)."""
+    old = list(_SHARD)
+    _SHARD[:] = [int(rank), int(world)]
+    try:
+        yield
+    finally:
+        _SHARD[:] = old
+
+
 def _mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    eps = torch.rand((len(a),) + (1,) * (a.ndim - 1), device=a.device, dtype=a.dtype)
+    rank, world = _SHARD
+    n = len(a)
+    eps = torch.rand((n * world,) + (1,) * (a.ndim - 1), device=a.device, dtype=a.dtype)[rank * n:(rank + 1) * n]
     return eps * a + (1 - eps) * b
 
 

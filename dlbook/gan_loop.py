@@ -2,10 +2,10 @@
 randomness, its checkpoints, and the processes it runs on.
 
 - `train_gan` draws its randomness per generator step from ``(seed, step)``: the global batch
-  (real indices, noise) from one stream shared by every process, the penalty points from a
-  stream per process. A resumed run therefore repeats an uninterrupted one exactly (parameters
+  (real indices, noise) and the random penalty points of the global batch from streams shared
+  by every process. A resumed run therefore repeats an uninterrupted one exactly (parameters
   and logged history: the open log interval is in the checkpoint), and under ``torchrun`` each
-  process takes its shard of the same global batch.
+  process takes its shard of the same global batch and of the same penalty points.
 - Checkpoints are written atomically with a checksum of their contents and read with
   ``weights_only=True`` (`dlbook.train.save_checkpoint` / `load_checkpoint`): a crafted, cut
   or corrupt file, or one with a missing or unfitting field, is refused with `CheckpointError`
@@ -13,7 +13,14 @@ randomness, its checkpoints, and the processes it runs on.
 - Under ``torchrun --nproc_per_node=N`` (PyTorch DistributedDataParallel; NCCL on GPUs, gloo on
   CPU) the same calls train on N processes: ``batch`` is the global batch, split evenly;
   gradients are averaged; logged metrics are averaged over the processes; rank 0 evaluates and
-  writes checkpoints. BatchNorm statistics are per process, as with plain DDP.
+  writes checkpoints. BatchNorm layers normalise with the statistics of the global batch
+  (`global_batchnorm`), so N processes train as one process fed the same global batches, up to
+  float rounding: with the book's BatchNorm nets and WGAN-GP's random interpolates, 2 gloo
+  processes match 1 to a relative 1e-7 in every weight that acts on the output. (A bias right
+  before a BatchNorm has no effect and a gradient of rounding noise, which Adam scales up to
+  full steps: such biases, and the running means that follow them, differ, in one process
+  from run to run of another summation order as well.) The penalty strategies 'interp_same'
+  and 'interp_pool' pair points within each process's shard and are not the same experiment.
 """
 from __future__ import annotations
 
@@ -240,6 +247,66 @@ def barrier(procs: Processes) -> None:
         dist.barrier()
 
 
+class _BatchNormSync:
+    """Whether BatchNorm layers switched by `global_batchnorm` use the global batch (off while
+    rank 0 evaluates alone)."""
+
+    on = True
+
+
+def _global_bn_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm in training mode with the statistics of the GLOBAL batch: sums over every
+    process (autograd-aware all_reduce, so gradients and double backward see them too), then
+    the same normalisation and running-statistics update as `torch.nn.BatchNorm`."""
+    if not (self.training and _BatchNormSync.on):
+        return type(self).forward(self, x)
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_reduce
+
+    group = self.dlbook_group
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xf = x.float()
+    n = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
+    dist.all_reduce(n, group=group)
+    mean = all_reduce(xf.sum(dims), group=group) / n
+    var = all_reduce((xf - mean.view(shape)).pow(2).sum(dims), group=group) / n
+    if self.track_running_stats:
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
+    y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+    if self.affine:
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+    return y.to(x.dtype)
+
+
+@contextlib.contextmanager
+def global_batchnorm(procs: Processes, *nets: nn.Module):
+    """Inside the block, the BatchNorm layers of ``nets`` normalise with the statistics of the
+    global batch when there are several processes, so that N processes train as one process fed
+    the same global batches (what `torch.nn.SyncBatchNorm` does on GPUs; this works with gloo on
+    CPUs too and through a gradient penalty's double backward). Parameters, buffers and state
+    dicts are untouched; one process: nothing changes."""
+    if procs.world == 1:
+        yield
+        return
+    import torch.distributed as dist
+
+    group = dist.new_group()  # the statistics' collectives apart from DDP's gradient buckets
+    layers = [m for net in nets for m in net.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
+    for m in layers:
+        m.dlbook_group = group
+        m.forward = types.MethodType(_global_bn_forward, m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward, m.dlbook_group
+
+
 def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callable[[int, torch.Generator], torch.Tensor],
               cfg: LoopConfig, *, seed: int = 0, device: str | torch.device | None = None,
               evaluate: Callable[[nn.Module, nn.Module, int], dict] | None = None,
@@ -295,6 +362,7 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
             return
         row = None
         if procs.main:
+            _BatchNormSync.on = False  # rank 0 evaluates alone: no collectives
             G.eval()
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 row = {"seconds": spent, "critic_updates": step * cfg.n_critic}
@@ -303,6 +371,7 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
                 if snapshot is not None:
                     snaps[step] = snapshot(G, T, step)
             G.train()
+            _BatchNormSync.on = True
         evals.log(step, broadcast(row, procs))
 
     def save(step: int) -> None:
@@ -329,7 +398,7 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         nonlocal spent
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(stream_seed(seed, 1, step - 1))  # the global batch: shared
-        _seed_global(stream_seed(seed, 2 + procs.rank, step - 1), dev)  # penalty points: per process
+        _seed_global(stream_seed(seed, 2, step - 1), dev)  # penalty points: drawn for the global batch, sharded
 
         def real() -> torch.Tensor:
             return sample_real(cfg.batch, gen)[lo:hi].to(dev, non_blocking=True)
@@ -359,12 +428,13 @@ def train_gan(G: nn.Module, T: nn.Module, loss: gan.GANLoss, sample_real: Callab
         spent += time.perf_counter() - t0
         return {**logs, "generator": lg.detach()}
 
-    LoopCore(hist, state, steps=cfg.steps, log_every=cfg.log_every, start=start, stop_at=stop_at,
-             checkpoint_every=cfg.checkpoint_every, save=save if ckpt is not None else None, save_at_end=True,
-             progress=cfg.progress and procs.main, desc=desc or loss.name, after_step=hooks,
-             reduce=lambda sums, count: _all_mean(sums, count, procs),
-             what=f"train_gan ({loss.name}, seed {seed})").run(step_fn)
-    if procs.world > 1:  # BatchNorm statistics ran per process: leave every process with rank 0's
+    with global_batchnorm(procs, G, T), gan.penalty_shard(procs.rank, procs.world):
+        LoopCore(hist, state, steps=cfg.steps, log_every=cfg.log_every, start=start, stop_at=stop_at,
+                 checkpoint_every=cfg.checkpoint_every, save=save if ckpt is not None else None, save_at_end=True,
+                 progress=cfg.progress and procs.main, desc=desc or loss.name, after_step=hooks,
+                 reduce=lambda sums, count: _all_mean(sums, count, procs),
+                 what=f"train_gan ({loss.name}, seed {seed})").run(step_fn)
+    if procs.world > 1:  # evaluation ran on rank 0 alone: leave every process with rank 0's buffers
         import torch.distributed as dist
 
         for buf in list(G.buffers()) + list(T.buffers()):
