@@ -18,8 +18,8 @@ randomness, its checkpoints, and the processes it runs on.
   float rounding: with the book's BatchNorm nets and WGAN-GP's random interpolates, 2 gloo
   processes match 1 to a relative 1e-7 in every weight that acts on the output. (A bias right
   before a BatchNorm has no effect and a gradient of rounding noise, which Adam scales up to
-  full steps: such biases, and the running means that follow them, differ, in one process
-  from run to run of another summation order as well.) The penalty strategies 'interp_same'
+  full steps: such biases, and the running means that follow them, differ.) The penalty
+  strategies 'interp_same'
   and 'interp_pool' pair points within each process's shard and are not the same experiment.
 """
 from __future__ import annotations
