@@ -1,4 +1,4 @@
-"""Speed of the GAN toolkit (dlbook.gan_runs), measured in one run on the same model and data.
+"""Speed of the GAN toolkit (dlbook.gan_loop, dlbook.gan_runs), measured in one run on the same model and data.
 
 1. The toolkit's critic + generator step (``train_gan``) over a hand-written PyTorch loop that
    does the same work (same nets, data, batches, WGAN-div loss, Adam), alternating the two so
@@ -27,6 +27,7 @@ import torch
 
 from dlbook import gan, gan_runs as gr
 from dlbook.config import device as pick_device, threads
+from dlbook.gan_loop import adam
 
 CFG = gr.ImageConfig()
 
@@ -60,8 +61,8 @@ def by_hand(x: gr.ImageData, steps: int, dev) -> float:
     G, T = nets()
     G.to(dev).train()
     T.to(dev).train()
-    opt_g = gr._adam(G, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)  # the toolkit's optimiser (fused Adam)
-    opt_t = gr._adam(T, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)
+    opt_g = adam(G, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)  # the toolkit's optimiser (fused Adam)
+    opt_t = adam(T, gr.LoopConfig(lr=CFG.lr, betas=CFG.betas), dev)
     t0 = time.perf_counter()
     log = []
     for step in range(steps):

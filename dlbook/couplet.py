@@ -670,19 +670,24 @@ def train_tagger(cfg: Config, data: CoupletData, seed: int = 0, arch: str = "cnn
         model.train()
 
     record(0, float("nan"), 0.0)
-    wall = 0.0
-    while True:
-        t0 = time.perf_counter()
-        trainer.fit(loader, steps=trainer.step + cfg.eval_every)
+    wall, t0 = 0.0, time.perf_counter()
+
+    def on_eval(tr, step: int, mean: dict) -> None:  # every eval_every steps (the trainer's log interval)
+        nonlocal wall, t0
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        wall += time.perf_counter() - t0
-        record(trainer.step, trainer.history["loss"][-1], wall)
+        wall += time.perf_counter() - t0  # training time only: the evaluation below is not counted
+        record(step, mean["loss"], wall)
         if bar is not None:
             bar.update(cfg.eval_every if not wall_budget else 1)
             bar.set_postfix(test_ce=f"{res.test[-1]['ce']:.3f}", refresh=False)
-        if (wall_budget is not None and wall >= wall_budget) or (wall_budget is None and trainer.step >= total):
-            break
+        t0 = time.perf_counter()
+
+    trainer.callbacks.append(on_eval)
+    # whole evaluation intervals: the run ends at the first evaluation at or past `total` steps,
+    # or with `wall_budget` at the first evaluation past the budget
+    last = -(-total // cfg.eval_every) * cfg.eval_every if wall_budget is None else 1 << 62
+    trainer.fit(loader, steps=last, until=lambda tr: wall_budget is not None and wall >= wall_budget)
     if bar is not None:
         bar.close()
     if res.state is None or not data.val:

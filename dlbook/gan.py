@@ -10,6 +10,7 @@ Sign convention everywhere: the critic ``T`` is trained to be HIGH on real data;
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -122,7 +123,7 @@ def _dcgan_init(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _n_layers(img_size: int) -> int:
+def n_layers(img_size: int) -> int:
     require("conv net", positive={"img_size": img_size}, whole=True)
     n = int(round(math.log2(img_size))) - 3
     if img_size != 2 ** (n + 3) or n < 1:
@@ -140,7 +141,7 @@ class ConvCritic(nn.Module):
     def __init__(self, img_size: int = 64, channels: int = 3, base: int = 64, max_ch: int = 1024,
                  kernel: int = 5, norm: str = "bn"):
         super().__init__()
-        n = _n_layers(img_size)
+        n = n_layers(img_size)
         require("ConvCritic", positive={"channels": channels, "base": base, "max_ch": max_ch, "kernel": kernel},
                 whole=True)
         if norm not in CRITIC_NORMS:
@@ -174,7 +175,7 @@ class ConvGenerator(nn.Module):
     def __init__(self, z_dim: int = 128, img_size: int = 64, channels: int = 3, base: int = 64,
                  max_ch: int = 1024, kernel: int = 5, norm: str = "bn"):
         super().__init__()
-        n = _n_layers(img_size)
+        n = n_layers(img_size)
         require("ConvGenerator", positive={"z_dim": z_dim, "channels": channels, "base": base, "max_ch": max_ch,
                                            "kernel": kernel}, whole=True)
         if norm not in GEN_NORMS:
@@ -214,14 +215,33 @@ STRATEGY_NAMES = {
 }
 
 
-def _same_batch(x_real: torch.Tensor, x_fake: torch.Tensor, where: str) -> None:
+def same_batch(x_real: torch.Tensor, x_fake: torch.Tensor, where: str) -> None:
     if x_real.shape != x_fake.shape:
         raise ValueError(f"{where}: real {tuple(x_real.shape)} and fake {tuple(x_fake.shape)} batches differ "
                          "in shape; pass equal batches (same N and sample shape)")
 
 
+_SHARD = [0, 1]  # (this process's rank, number of processes) while train_gan runs under DDP
+
+
+@contextlib.contextmanager
+def penalty_shard(rank: int, world: int):
+    """Inside the block, random penalty points are drawn for the global batch (``world`` shards)
+    and this process keeps shard ``rank``: with every process seeded alike, N processes use the
+    points one process fed the whole global batch would use (strategies 'interp', 'pool',
+    'real', 'fake'; 'interp_same' and 'interp_pool' pair points within each process's shard)."""
+    old = list(_SHARD)
+    _SHARD[:] = [int(rank), int(world)]
+    try:
+        yield
+    finally:
+        _SHARD[:] = old
+
+
 def _mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    eps = torch.rand((len(a),) + (1,) * (a.ndim - 1), device=a.device, dtype=a.dtype)
+    rank, world = _SHARD
+    n = len(a)
+    eps = torch.rand((n * world,) + (1,) * (a.ndim - 1), device=a.device, dtype=a.dtype)[rank * n:(rank + 1) * n]
     return eps * a + (1 - eps) * b
 
 
@@ -230,7 +250,7 @@ def sample_r(strategy: str, x_real: torch.Tensor, x_fake: torch.Tensor) -> torch
     Random draws use torch's global generator (the training loop seeds it per step)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}: choose one of {STRATEGIES}")
-    _same_batch(x_real, x_fake, "sample_r")
+    same_batch(x_real, x_fake, "sample_r")
     xr, xf = x_real.detach(), x_fake.detach()
     n = len(xr)
     if strategy == "interp":
@@ -249,9 +269,13 @@ def sample_r(strategy: str, x_real: torch.Tensor, x_fake: torch.Tensor) -> torch
     return xr
 
 
-def _up(t: torch.Tensor) -> torch.Tensor:
+def as_float32(t: torch.Tensor) -> torch.Tensor:
     """Half-precision (AMP) outputs -> float32; float32/float64 unchanged."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+# the names that code shown by chapters 02, 05 and 06 calls (its source is part of their stored outputs)
+_up, _same_batch = as_float32, same_batch
 
 
 def grad_sq_norm(T: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -266,7 +290,7 @@ def scores_and_grad_sq(T: nn.Module, x: torch.Tensor, where: str = "critic") -> 
     x = x.detach().requires_grad_(True)
     out = scores(T(x), len(x), where)
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return out, _up(g).pow(2).flatten(1).sum(1)
+    return out, as_float32(g).pow(2).flatten(1).sum(1)
 
 
 def scores(t: torch.Tensor, n: int, where: str = "critic") -> torch.Tensor:
@@ -275,7 +299,7 @@ def scores(t: torch.Tensor, n: int, where: str = "critic") -> torch.Tensor:
     if t.shape not in ((n,), (n, 1)):
         raise ValueError(f"{where}: the critic must return one score per sample, shape ({n},) or ({n}, 1); "
                          f"got {tuple(t.shape)}")
-    return _up(t).reshape(n)
+    return as_float32(t).reshape(n)
 
 
 def critic_pair(t_real: torch.Tensor, t_fake: torch.Tensor, where: str = "loss") -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,52 +416,25 @@ class WGANGP(WGAN):
         return loss, {"critic": loss.detach(), "w": w.detach(), "penalty": pen.detach()}
 
 
-class WGANDiv(WGAN):
-    """Wu et al.: min -E_p T + E_q T + k E_r ||grad T||^p (eq-05-wdiv), no Lipschitz
-    constraint; the generator keeps only -E_q T (eq-05-gen, the envelope theorem).
-    ``strategy='pool'`` is the post's form, k E over the real and fake points together.
-    ``separate=True`` is what the post's code does: one critic pass on the real batch and one on
-    the fake batch, each giving both the scores and the gradients of the penalty (it matters for
-    a BatchNorm critic, whose batch statistics differ between one joint pass and two separate
-    ones)."""
-
-    name = "WGAN-div"
-    n_critic = 1
-
-    def __init__(self, k: float = 2.0, p: float = 6.0, strategy: str = "pool", separate: bool = False):
-        require("WGANDiv", positive={"k": k})
-        if not p > 1:
-            raise ValueError(f"WGAN-div needs k > 0 and p > 1, got k={k}, p={p}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown sampling strategy {strategy!r}: choose one of {STRATEGIES}")
-        if separate and strategy != "pool":
-            raise ValueError("WGANDiv: separate=True splits the 'pool' strategy's real and fake passes; "
-                             f"it means nothing for strategy {strategy!r}")
-        self.k, self.p, self.strategy, self.separate = float(k), float(p), strategy, bool(separate)
-
-    def penalty(self, T, x):
-        return self.k * grad_sq_norm(T, x).pow(self.p / 2).mean()  # (eq-05-wdiv): k E_r ||grad T||^p
-
-    def critic_loss(self, T, x_real, x_fake):
-        if self.separate:  # one pass per batch; equal halves: the mean over the pool is the mean of the two means
-            _same_batch(x_real, x_fake, self.name)
-            (tr, gr2), (tf, gf2) = (scores_and_grad_sq(T, x, self.name) for x in (x_real, x_fake))
-            w = tr.mean() - tf.mean()
-            pen = self.k * (gr2.pow(self.p / 2).mean() + gf2.pow(self.p / 2).mean()) / 2  # (eq-05-wdiv)
-        else:
-            tr, tf = self._both(T, x_real, x_fake)
-            w = tr.mean() - tf.mean()
-            pen = self.penalty(T, sample_r(self.strategy, x_real, x_fake))
-        loss = -w + pen  # (eq-05-wdiv)
-        return loss, {"critic": loss.detach(), "w": w.detach(), "penalty": pen.detach()}
-
-
-LOSSES = {"sgan": StandardGAN, "wgan": WGAN, "wgan-sn": WGAN, "wgan-clip": WGANClip, "wgan-gp": WGANGP,
-          "wgan-div": WGANDiv}
+LOSSES = {"sgan": StandardGAN, "wgan": WGAN, "wgan-sn": WGAN, "wgan-clip": WGANClip, "wgan-gp": WGANGP}
 
 
 def make_loss(name: str, **kw) -> GANLoss:
-    """A loss by name (``wgan-sn`` is the plain WGAN loss, for a spectrally normalised critic)."""
+    """A loss by name (``wgan-sn`` is the plain WGAN loss, for a spectrally normalised critic;
+    ``wgan-div`` is chapter 05's `dlbook.wgan_div.WGANDiv`)."""
+    if name == "wgan-div":
+        from .wgan_div import WGANDiv
+
+        return WGANDiv(**kw)
     if name not in LOSSES:
-        raise ValueError(f"unknown GAN loss {name!r}: choose one of {sorted(LOSSES)}")
+        raise ValueError(f"unknown GAN loss {name!r}: choose one of {sorted([*LOSSES, 'wgan-div'])}")
     return LOSSES[name](**kw)
+
+
+def __getattr__(name: str):
+    """``gan.WGANDiv``: chapter 05's loss lives in `dlbook.wgan_div` (imported when first asked for)."""
+    if name == "WGANDiv":
+        from .wgan_div import WGANDiv
+
+        return WGANDiv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

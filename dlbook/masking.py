@@ -151,14 +151,6 @@ def bernoulli(shape: Sequence[int] | int, p: float, generator: torch.Generator |
 def dropout(x: torch.Tensor, eps: torch.Tensor, p: float) -> torch.Tensor:
     """x eps / p: inverted dropout with keep probability p (eq-03-dropout)."""
     require("dropout", positive={"p": p}, unit={"p": p})
-    try:
-        shape = torch.broadcast_shapes(x.shape, eps.shape)
-    except RuntimeError:
-        shape = None
-    if shape != eps.shape:  # one draw of eps per entry of x (leading sample dimensions allowed)
-        raise ValueError(f"dropout: eps {tuple(eps.shape)} must hold one draw per entry of x {tuple(x.shape)} "
-                         "(x's shape, optionally with leading sample dimensions); a smaller eps would be "
-                         "shared between entries")
     return x * eps / p  # (eq-03-dropout)
 
 
@@ -222,10 +214,7 @@ def bert_corrupt(ids: torch.Tensor, maskable: torch.Tensor, vocab_size: int, mas
     selected) where `selected` marks the positions the MLM loss predicts."""
     if ids.shape != maskable.shape:
         raise ValueError(f"bert_corrupt: ids {tuple(ids.shape)} and maskable {tuple(maskable.shape)} differ")
-    require("bert_corrupt", unit={"select": select, "split": tuple(split)}, nonneg={"random_low": random_low})
-    if vocab_size <= random_low:
-        raise ValueError(f"bert_corrupt: random tokens are drawn from ids [random_low, vocab_size) = "
-                         f"[{random_low}, {vocab_size}), which is empty; vocab_size must exceed random_low")
+    require("bert_corrupt", unit={"select": select, "split": tuple(split)})
     a, b, _ = split
     dev = ids.device
     selected = (torch.rand(ids.shape, generator=generator, device=dev) < select) & maskable
@@ -253,11 +242,53 @@ def renormalise(A: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """Norm(A (x) M): zero the entries where M is 0 and rescale each row to sum 1
     (eq-03-attention-dropout). A: row-stochastic (..., n, n); M broadcasts against it."""
     AM = A * M
-    total = AM.sum(-1, keepdim=True)
+    return AM / AM.sum(-1, keepdim=True)  # (eq-03-attention-dropout)
+
+
+# ----------------------------------------------------------------------------- argument checks
+# The chapter shows the functions above next to their equations; what they refuse is checked
+# here, before they run (`show_source` unwraps to the equation code).
+def _checked(fn: Callable, check: Callable) -> Callable:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        check(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _dropout_args(x: torch.Tensor, eps: torch.Tensor, p: float) -> None:
+    try:
+        shape = torch.broadcast_shapes(x.shape, eps.shape)
+    except RuntimeError:
+        shape = None
+    if shape != eps.shape:  # one draw of eps per entry of x (leading sample dimensions allowed)
+        raise ValueError(f"dropout: eps {tuple(eps.shape)} must hold one draw per entry of x {tuple(x.shape)} "
+                         "(x's shape, optionally with leading sample dimensions); a smaller eps would be "
+                         "shared between entries")
+
+
+def _renormalise_args(A: torch.Tensor, M: torch.Tensor) -> None:
+    total = (A * M).sum(-1)
     if bool((total == 0).any()):
         raise ValueError(f"renormalise: {int((total == 0).sum())} row(s) of A (x) M keep no weight (an all-zero "
                          "mask row): their renormalisation is undefined; keep at least one key per row")
-    return AM / total  # (eq-03-attention-dropout)
+
+
+def _bert_corrupt_args(ids, maskable, vocab_size: int, mask_id: int = MASK, select: float = 0.15,
+                       split: Sequence[float] = (0.8, 0.1, 0.1), random_low: int = len(SPECIALS),
+                       generator=None) -> None:
+    require("bert_corrupt", nonneg={"random_low": random_low})
+    if vocab_size <= random_low:
+        raise ValueError(f"bert_corrupt: random tokens are drawn from ids [random_low, vocab_size) = "
+                         f"[{random_low}, {vocab_size}), which is empty; vocab_size must exceed random_low")
+
+
+dropout = _checked(dropout, _dropout_args)
+renormalise = _checked(renormalise, _renormalise_args)
+bert_corrupt = _checked(bert_corrupt, _bert_corrupt_args)
 
 
 class Block(nn.Module):

@@ -1,11 +1,9 @@
-"""Plot helpers with one consistent style: image grids (no torchvision needed),
-metric curves, a live-plot callback for the trainer, and figure sizes that fit the book's column."""
+"""Plot helpers with one consistent style: image grids (no torchvision needed), PNG bytes of a
+figure, and figure sizes that fit the book's column. The GAN plots are in `dlbook.gan_plots`."""
 from __future__ import annotations
 
 import io
 import math
-from typing import Iterable, Mapping, Sequence
-
 import matplotlib
 import numpy as np
 
@@ -130,29 +128,6 @@ def show_grid(images, nrow: int = 8, title: str | None = None, ax=None, **kw):
     return ax
 
 
-def plot_curves(history, keys: Sequence[str] | None = None, ax=None, logy: bool = False,
-                label_prefix: str = "", smooth: int = 1):
-    """Metric curves from a `dlbook.train.History` (or a mapping name -> list)."""
-    import matplotlib.pyplot as plt
-
-    metrics: Mapping[str, list] = getattr(history, "metrics", history)
-    steps = getattr(history, "steps", None)
-    keys = list(keys or metrics.keys())
-    if ax is None:
-        _, ax = plt.subplots()
-    for k in keys:
-        y = np.asarray(metrics[k], dtype=float)
-        if smooth > 1 and len(y) >= smooth:
-            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
-        x = np.asarray(steps[-len(y):]) if steps is not None else np.arange(len(y))
-        ax.plot(x, y, label=label_prefix + k)
-    ax.set_xlabel("step")
-    if logy:
-        ax.set_yscale("log")
-    ax.legend()
-    return ax
-
-
 def fig_to_png(fig, close: bool = True) -> bytes:
     """PNG bytes of a figure (for image widgets that must work from stored outputs)."""
     import matplotlib.pyplot as plt
@@ -162,25 +137,3 @@ def fig_to_png(fig, close: bool = True) -> bytes:
     if close:
         plt.close(fig)
     return buf.getvalue()
-
-
-class LivePlot:
-    """Trainer callback redrawing metric curves every `every` logged steps (notebook only)."""
-
-    def __init__(self, keys: Iterable[str] = ("loss",), every: int = 50, logy: bool = False):
-        self.keys, self.every, self.logy = list(keys), every, logy
-        self._handle = None
-
-    def __call__(self, trainer, step: int, metrics: dict) -> None:
-        if len(trainer.history.steps) % self.every:
-            return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        plot_curves(trainer.history, [k for k in self.keys if k in trainer.history], ax=ax, logy=self.logy)
-        if self._handle is None:
-            self._handle = display(fig, display_id=True)
-        else:
-            self._handle.update(fig)
-        plt.close(fig)

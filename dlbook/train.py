@@ -304,6 +304,90 @@ def plain(v: Any) -> Any:
 
 
 
+class LoopCore:
+    """What every training loop of the book shares: steps ``start+1 .. end`` (``end`` is
+    ``steps``, or ``stop_at`` when a run is cut short, as a killed session would be), one call of
+    ``step_fn(step) -> metrics`` per step, metrics summed over the log interval and logged as
+    means every ``log_every`` steps and at ``steps`` (never at an early stop: the open interval
+    stays in ``holder.pending`` for the checkpoint, so that a resumed run logs what an
+    uninterrupted one would), a progress bar, ``on_log(step, means)`` after each log entry,
+    ``after_step(step)`` after each step, and ``save(step)`` every ``checkpoint_every`` steps
+    (and at ``end`` with ``save_at_end``); ``stop_when(step)`` ends the run early when true.
+
+    Metric values may be Python numbers (summed as floats) or tensors (summed without a
+    device sync; ``reduce(sums, count)`` turns them into means, e.g. averaged over processes).
+    A mean of a key in ``finite`` (None: every key) that is NaN or infinite stops the run with
+    `NonFiniteLoss` before it is logged or saved.
+
+    The supervised `Trainer`, the GAN loop (`dlbook.gan_loop.train_gan`, whose critic and
+    generator schedule is its step function) and through the Trainer the couplet tagger run on
+    it."""
+
+    def __init__(self, history: History, holder: Any, *, steps: int, log_every: int, start: int = 0,
+                 stop_at: int | None = None, checkpoint_every: int = 0, save: Callable[[int], None] | None = None,
+                 save_at_end: bool = False, progress: bool = True, desc: str = "train",
+                 on_log: Callable[[int, dict], None] | None = None, after_step: Callable[[int], None] | None = None,
+                 reduce: Callable[[dict, int], dict[str, float]] | None = None,
+                 finite: Sequence[str] | None = None, what: str = "train",
+                 stop_when: Callable[[int], bool] | None = None):
+        self.history, self.holder = history, holder
+        self.steps, self.log_every, self.start = int(steps), int(log_every), int(start)
+        self.end = min(self.steps, stop_at) if stop_at is not None else self.steps
+        self.checkpoint_every, self.save, self.save_at_end = int(checkpoint_every), save, save_at_end
+        self.progress, self.desc, self.on_log, self.after_step = progress, desc, on_log, after_step
+        self.reduce = reduce or (lambda acc, n: {k: v / n for k, v in acc.items()})
+        self.finite, self.what, self.stop_when = finite, what, stop_when
+
+    def run(self, step_fn: Callable[[int], dict[str, Any]]) -> int:
+        """Run the steps; returns the last step done."""
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.start, desc=self.desc, leave=False)
+        acc, n_acc = self.holder.pending
+        s = self.start
+        try:
+            for s in range(self.start + 1, self.end + 1):
+                metrics = step_fn(s)
+                for k, v in metrics.items():
+                    if k in acc:
+                        acc[k] = acc[k] + v
+                    else:
+                        acc[k] = v.detach().clone() if isinstance(v, torch.Tensor) else 0.0 + v
+                n_acc += 1
+                if s % self.log_every == 0 or s == self.steps:
+                    mean = self.reduce(acc, n_acc)
+                    self._check(mean, s, n_acc)
+                    self.history.log(s, mean)
+                    acc, n_acc = {}, 0
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(mean.items())[:3]}, refresh=False)
+                    if self.on_log is not None:
+                        self.on_log(s, mean)
+                self.holder.pending = (acc, n_acc)
+                if bar is not None:
+                    bar.update(1)
+                if self.after_step is not None:
+                    self.after_step(s)
+                if self.save is not None and ((self.checkpoint_every and s % self.checkpoint_every == 0)
+                                              or (self.save_at_end and s == self.end)):
+                    self.save(s)
+                if self.stop_when is not None and self.stop_when(s):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return s
+
+    def _check(self, mean: dict[str, float], s: int, n: int) -> None:
+        bad = [k for k, v in mean.items() if (self.finite is None or k in self.finite) and not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(f"{self.what}: the mean {bad[0]} of steps {s - n + 1}..{s} is {mean[bad[0]]}; "
+                                "training stopped (the last checkpoint, if any, is from before). A learning rate "
+                                "too large is the usual cause.")
+
+
 class Trainer:
     """Runs ``loss, metrics = step_fn(model, batch)`` then backward and step.
 
@@ -415,9 +499,11 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def fit(self, loader: Iterable, steps: int, stop_at: int | None = None) -> History:
+    def fit(self, loader: Iterable, steps: int, stop_at: int | None = None,
+            until: Callable[["Trainer"], bool] | None = None) -> History:
         """Train until `steps` optimiser steps in total (resuming counts earlier ones).
-        `stop_at` ends early (as a killed session would), after checkpointing."""
+        `stop_at` ends early (as a killed session would), after checkpointing; ``until(trainer)``,
+        asked after each logged step (and its callbacks), ends the run when true."""
         from .config import require
 
         require("Trainer.fit", positive={"steps": steps, "stop_at": stop_at}, whole=True)
@@ -426,14 +512,30 @@ class Trainer:
         per_epoch = len(loader) if hasattr(loader, "__len__") else None
         if per_epoch == 0:
             raise ValueError("fit: the loader yields no batches")
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, initial=self.step, desc=self.desc, leave=False)
         end = min(steps, stop_at) if stop_at is not None else steps
-        acc, n_acc = self.pending
+        batches = self._batches(loader, per_epoch, end)
+
+        def one(s: int) -> dict[str, float]:
+            metrics = self._one_step(_to(next(batches), self.device))
+            self.step = s
+            return metrics
+
+        core = LoopCore(self.history, self, steps=steps, log_every=self.log_every, start=self.step, stop_at=stop_at,
+                        checkpoint_every=self.checkpoint_every if self.checkpoint is not None else 0,
+                        save=lambda s: self.save(), progress=self.progress, desc=self.desc,
+                        on_log=lambda s, mean: [cb(self, s, mean) for cb in self.callbacks], finite=(),
+                        what=self.desc,
+                        stop_when=None if until is None else lambda s: s % self.log_every == 0 and until(self))
         self.model.train()
+        core.run(one)
+        if self.checkpoint is not None:
+            self.save()
+        self.model.eval()
+        return self.history
+
+    def _batches(self, loader: Iterable, per_epoch: int | None, end: int):
+        """The batches from step ``self.step`` on: epoch ``step // per_epoch`` (``set_epoch``),
+        skipping the batches of that epoch already trained on."""
         while self.step < end:
             epoch, skip = divmod(self.step, per_epoch) if per_epoch else (0, 0)
             if hasattr(loader, "set_epoch"):
@@ -441,36 +543,11 @@ class Trainer:
             for i, batch in enumerate(loader):
                 if i < skip:
                     continue
-                metrics = self._one_step(_to(batch, self.device))
-                self.step += 1
-                for k, v in metrics.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                n_acc += 1
-                # a run stopped early (stop_at) leaves its open interval pending, not logged
-                if self.step % self.log_every == 0 or self.step == steps:
-                    mean = {k: v / n_acc for k, v in acc.items()}
-                    self.history.log(self.step, mean)
-                    acc, n_acc = {}, 0
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(mean.items())[:3]}, refresh=False)
-                    for cb in self.callbacks:
-                        cb(self, self.step, mean)
-                self.pending = (acc, n_acc)
-                if bar is not None:
-                    bar.update(1)
-                if (self.checkpoint is not None and self.checkpoint_every
-                        and self.step % self.checkpoint_every == 0):
-                    self.save()
+                yield batch
                 if self.step >= end:
-                    break
+                    return
             if per_epoch is None and self.step < end:
                 raise ValueError("fit: the loader ran out; pass an ArrayLoader or a re-iterable loader")
-        if bar is not None:
-            bar.close()
-        if self.checkpoint is not None:
-            self.save()
-        self.model.eval()
-        return self.history
 
     def _one_step(self, batch: Any) -> dict[str, float]:
         with self._autocast():

@@ -1,8 +1,9 @@
 """Chapter 05 — WGAN-div: the Wasserstein divergence without a Lipschitz constraint.
 
-The 1-D closed form and its numerical check (float64), the per-profile settings and the
-chapter's loss tables (2-D toys, images). The losses and nets live in `dlbook.gan`; the
-training loop, the toy and image experiments and their metrics in `dlbook.gan_runs`.
+The chapter's loss `WGANDiv` (``gan.WGANDiv`` names it too), the 1-D closed form and its
+numerical check (float64), the per-profile settings and the chapter's loss tables (2-D toys,
+images). The shared losses and nets live in `dlbook.gan`; the training loop in
+`dlbook.gan_loop`, the toy and image experiments in `dlbook.gan_runs`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,53 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import gan
-from .config import Settings, by_profile
+from .config import Settings, by_profile, require
+from .gan import STRATEGIES, WGAN, grad_sq_norm, sample_r, scores_and_grad_sq
+from .gan import same_batch as _same_batch  # the name the loss's shown source calls
 from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
+
+# ---------------------------------------------------------------- the loss (eq-05-wdiv)
+
+
+class WGANDiv(WGAN):
+    """Wu et al.: min -E_p T + E_q T + k E_r ||grad T||^p (eq-05-wdiv), no Lipschitz
+    constraint; the generator keeps only -E_q T (eq-05-gen, the envelope theorem).
+    ``strategy='pool'`` is the post's form, k E over the real and fake points together.
+    ``separate=True`` is what the post's code does: one critic pass on the real batch and one on
+    the fake batch, each giving both the scores and the gradients of the penalty (it matters for
+    a BatchNorm critic, whose batch statistics differ between one joint pass and two separate
+    ones)."""
+
+    name = "WGAN-div"
+    n_critic = 1
+
+    def __init__(self, k: float = 2.0, p: float = 6.0, strategy: str = "pool", separate: bool = False):
+        require("WGANDiv", positive={"k": k})
+        if not p > 1:
+            raise ValueError(f"WGAN-div needs k > 0 and p > 1, got k={k}, p={p}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown sampling strategy {strategy!r}: choose one of {STRATEGIES}")
+        if separate and strategy != "pool":
+            raise ValueError("WGANDiv: separate=True splits the 'pool' strategy's real and fake passes; "
+                             f"it means nothing for strategy {strategy!r}")
+        self.k, self.p, self.strategy, self.separate = float(k), float(p), strategy, bool(separate)
+
+    def penalty(self, T, x):
+        return self.k * grad_sq_norm(T, x).pow(self.p / 2).mean()  # (eq-05-wdiv): k E_r ||grad T||^p
+
+    def critic_loss(self, T, x_real, x_fake):
+        if self.separate:  # one pass per batch; equal halves: the mean over the pool is the mean of the two means
+            _same_batch(x_real, x_fake, self.name)
+            (tr, gr2), (tf, gf2) = (scores_and_grad_sq(T, x, self.name) for x in (x_real, x_fake))
+            w = tr.mean() - tf.mean()
+            pen = self.k * (gr2.pow(self.p / 2).mean() + gf2.pow(self.p / 2).mean()) / 2  # (eq-05-wdiv)
+        else:
+            tr, tf = self._both(T, x_real, x_fake)
+            w = tr.mean() - tf.mean()
+            pen = self.penalty(T, sample_r(self.strategy, x_real, x_fake))
+        loss = -w + pen  # (eq-05-wdiv)
+        return loss, {"critic": loss.detach(), "w": w.detach(), "penalty": pen.detach()}
+
 
 # ---------------------------------------------------------------- 1-D W-divergence (float64)
 

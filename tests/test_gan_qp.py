@@ -166,7 +166,7 @@ def test_ganqp_loss_object_and_short_training():
     lt, logs = loss.critic_loss(T, xr, G(torch.randn(64, 2)).detach())
     assert lt.ndim == 0 and set(logs) == {"critic", "delta"}
     cfg = gr.LoopConfig(steps=60, batch=64, n_critic=2, z_dim=2, log_every=10, eval_every=60, progress=False)
-    with gr._threads(1, torch.device("cpu")):  # tiny nets: one thread avoids contention on a shared machine
+    with gr.cpu_threads(1, torch.device("cpu")):  # tiny nets: one thread avoids contention on a shared machine
         run = gr.train_gan(G, T, loss, data.sample, cfg, seed=0, device="cpu")
     c = np.array(run.history["critic"])
     assert np.all(np.isfinite(c)) and np.all(np.isfinite(run.history["generator"]))

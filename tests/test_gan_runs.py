@@ -454,12 +454,15 @@ WORKER = textwrap.dedent('''
     torch.set_num_threads(1)
     torch.manual_seed(0)
     x = torch.rand(64, 1, 16, 16) * 2 - 1
-    G = gan.ConvGenerator(8, 16, 1, 4, 8, 4, norm="none")
-    T = gan.ConvCritic(16, 1, 4, 8, 4, "none")
+    norm = sys.argv[3] if len(sys.argv) > 3 else "none"
+    G = gan.ConvGenerator(8, 16, 1, 4, 8, 4, norm=norm)
+    T = gan.ConvCritic(16, 1, 4, 8, 4, norm)
+    # the book's image nets (BatchNorm in both) with random penalty points, or no norm with the pool
+    loss = gan.WGANGP(10.0, "interp") if norm == "bn" else gan.WGANDiv(2.0, 6.0, "pool")
     cfg = gr.LoopConfig(steps=6, batch=batch, n_critic=2, z_dim=8, log_every=2, eval_every=3, progress=False)
     sample = lambda n, g: x[torch.randint(len(x), (n,), generator=g)]
     try:
-        run = gr.train_gan(G, T, gan.WGANDiv(2.0, 6.0, "pool"), sample, cfg, seed=3, device="cpu",
+        run = gr.train_gan(G, T, loss, sample, cfg, seed=3, device="cpu",
                            evaluate=lambda G, T, s: {"w0": float(G.fc[0].weight.sum())},
                            checkpoint=f"{out}/ckpt.pt" if procs.world > 1 else None)
     except ValueError as e:
@@ -470,14 +473,16 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _torchrun(tmp_path, nproc, batch):
+def _torchrun(tmp_path, nproc, batch, norm="none"):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    root = str(Path(__file__).resolve().parent.parent)  # this checkout's dlbook in the workers
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script),
-           str(tmp_path), str(batch)]
+           str(tmp_path), str(batch), norm]
     if nproc == 1:
-        cmd = [sys.executable, str(script), str(tmp_path), str(batch)]
+        cmd = [sys.executable, str(script), str(tmp_path), str(batch), norm]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout
@@ -498,3 +503,42 @@ def test_torchrun_two_processes_match_one_process_fed_the_same_global_batches(tm
     assert [p.name for p in tmp_path.glob("ckpt*")] == ["ckpt.pt"]  # one checkpoint, by rank 0
     out = _torchrun(tmp_path, 2, 7)  # an odd global batch cannot be split over two processes
     assert out.count("REFUSED") == 2 and "split evenly" in out
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_torchrun_with_batchnorm_nets_and_random_penalty_points_matches_one_process(tmp_path):
+    """The book's image setting: BatchNorm in the generator and the critic, WGAN-GP on random
+    interpolates. Two processes normalise with the global batch's statistics and draw the
+    penalty points of the global batch, so they train as one process fed the same batches."""
+    _torchrun(tmp_path, 2, 8, "bn")
+    _torchrun(tmp_path, 1, 8, "bn")
+    r0, r1, one = (torch.load(tmp_path / f"rank{r}-of-{w}.pt", weights_only=True) for r, w in ((0, 2), (1, 2), (0, 1)))
+    for net in ("G", "T"):
+        sd = one[net]
+        for name, a in r0[net].items():
+            assert torch.equal(a, r1[net][name]), f"ranks differ in {net}.{name}"
+            prefix, _, leaf = name.rpartition(".")
+            head, _, idx = prefix.rpartition(".")
+            after = f"{head}.{int(idx) + 1}" if idx.isdigit() else None
+            if after and f"{after}.running_mean" in sd and leaf == "bias":
+                continue  # a bias right before a BatchNorm has no effect: its gradient is rounding noise
+            if name.endswith("running_mean") and f"{head}.{int(idx) - 1}.bias" in sd:
+                continue  # ... and the running mean after it follows that bias
+            if a.is_floating_point():
+                rel = float((a - sd[name]).norm() / sd[name].norm().clamp(min=1e-12))
+                assert rel < 1e-5, f"{net}.{name} differs from one process by a relative {rel:.2g}"
+            else:
+                assert torch.equal(a, sd[name]), f"{net}.{name}"
+    # the nets compute the same functions of a batch (batch statistics, as in training; in eval
+    # mode the running means carry the pre-BatchNorm biases' noise, in one process as in two)
+    G2, G1 = (gan.ConvGenerator(8, 16, 1, 4, 8, 4, norm="bn") for _ in range(2))
+    T2, T1 = (gan.ConvCritic(16, 1, 4, 8, 4, "bn") for _ in range(2))
+    for m, r in ((G2, r0["G"]), (G1, one["G"]), (T2, r0["T"]), (T1, one["T"])):
+        m.load_state_dict(r)
+    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x2, x1 = G2(z), G1(z)
+        assert float((x2 - x1).norm() / x1.norm()) < 1e-5
+        assert float((T2(x1) - T1(x1)).norm() / T1(x1).norm()) < 1e-5
+    for k, col in one["hist"]["metrics"].items():
+        assert np.allclose(r0["hist"]["metrics"][k], col, rtol=1e-4, atol=1e-6), k

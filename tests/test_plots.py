@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from dlbook import plots
-from dlbook.train import History
 
 
 def test_make_grid_layout_and_padding():
@@ -32,38 +31,16 @@ def test_make_grid_rejects_bad_shapes():
         plots.make_grid(np.zeros((2, 5, 6, 7)))
 
 
-def test_curves_and_png():
+def test_png_and_style():
     import matplotlib.pyplot as plt
 
-    h = History()
-    for s in range(1, 6):
-        h.log(s, {"loss": 1.0 / s})
-    ax = plots.plot_curves(h, ["loss"], logy=True)
-    assert ax.get_yscale() == "log" and len(ax.lines) == 1
-    png = plots.fig_to_png(ax.figure)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    png = plots.fig_to_png(fig)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     plots.style()
     assert matplotlib.rcParams["axes.spines.top"] is False
     plt.close("all")
-
-
-def test_live_plot_redraws_in_place(monkeypatch):
-    import IPython.display as disp
-
-    shown = []
-
-    class Handle:
-        def update(self, fig):
-            shown.append("update")
-
-    monkeypatch.setattr(disp, "display", lambda fig, display_id=None: shown.append("display") or Handle())
-    h = History()
-    trainer = type("T", (), {"history": h})()
-    live = plots.LivePlot(keys=("loss", "missing"), every=2)
-    for s in range(1, 7):
-        h.log(s, {"loss": 1.0 / s})
-        live(trainer, s, {"loss": 1.0 / s})
-    assert shown == ["display", "update", "update"]
 
 
 def _png_width_and_dpi(png: bytes) -> tuple[int, float]:

@@ -297,3 +297,21 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_error():
     with pytest.raises(NonFiniteLoss, match="loss is nan at step 2"):
         t.fit(loader, steps=10)
     assert t.step == 1
+
+
+def test_the_loop_core_logs_means_keeps_the_open_interval_and_refuses_non_finite_means():
+    import types
+
+    from dlbook.train import LoopCore
+
+    h, holder, saved, after = History(), types.SimpleNamespace(pending=({}, 0)), [], []
+    core = LoopCore(h, holder, steps=10, log_every=4, stop_at=6, checkpoint_every=3, save=saved.append,
+                    save_at_end=True, progress=False, after_step=after.append)
+    assert core.run(lambda s: {"a": float(s), "t": torch.tensor(2.0 * s)}) == 6
+    assert h.steps == [4] and h["a"] == [2.5] and h["t"] == [5.0]
+    assert holder.pending[1] == 2 and holder.pending[0]["a"] == 11.0 and saved == [3, 6] and after == list(range(1, 7))
+    LoopCore(h, holder, steps=10, log_every=4, start=6, progress=False).run(lambda s: {"a": float(s), "t": torch.tensor(2.0 * s)})
+    assert h.steps == [4, 8, 10] and h["a"] == [2.5, 6.5, 9.5] and holder.pending == ({}, 0)
+    with pytest.raises(NonFiniteLoss, match="mean a of steps 1..2 is inf"):
+        LoopCore(History(), types.SimpleNamespace(pending=({}, 0)), steps=4, log_every=2, progress=False,
+                 what="probe").run(lambda s: {"a": float("inf")})
