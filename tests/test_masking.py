@@ -1,9 +1,11 @@
 """Chapter 03 (masking is dropout): the derivation checks that CI can afford (D1, the affine
 part of D3, D4, D5, D6, D7, the D8 analytic numbers, D10), one MLM and one MAE step, the
-speaker task built offline_data and from a corrupt cached corpus, and bad inputs."""
+couplet task built from the offline data, DropToken's fixed-count variant, the chapter's
+claims on synthetic results, and bad inputs."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,22 +217,41 @@ def test_droptoken_bad_inputs():
 def test_one_mlm_step_and_one_finetune_step():
     cfg = mk.config("smoke")
     torch.manual_seed(0)
-    model = mk.new_bert(cfg, 30, 4)
-    ids = torch.randint(4, 30, (64, cfg.max_len))
-    ids[:, 0] = mk.CLS
-    logits = model.mlm_logits(ids)
-    assert logits.shape == (64, cfg.max_len, 30)
+    model = mk.new_bert(cfg, 30)
+    vocab = mk.CharTable(list(mk.SPECIALS) + [chr(0x4e00 + i) for i in range(25)])
+    pairs = [("".join(vocab.itos[5 + (i + j) % 25] for j in range(7)),
+              "".join(vocab.itos[5 + (2 * i + j) % 25] for j in range(7))) for i in range(64)]
+    ids, pad, pos, seg = mk.encode_pairs(pairs, vocab, cfg.line_len)
+    n = 2 * cfg.line_len + 2
+    assert ids.shape == (64, n) and (ids[:, 0] == mk.CLS).all() and (ids[:, 8] == mk.SEP).all()
+    assert pos[0, :16].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7][:16]
+    assert seg[0, :17].tolist() == [0] * 8 + [1] * 8 + [0] and pad[0, 16:].all()
+    logits = model.mlm_logits(ids, None, pos, pad, seg)
+    assert logits.shape == (64, n, 30)
     sel = torch.zeros_like(ids, dtype=torch.bool)
     sel[:, 3] = True
-    assert torch.allclose(model.mlm_logits(ids, sel), logits[:, 3], atol=1e-6)
-    loss, _ = mk.mlm_step(cfg, 30)(model, ids)
+    assert torch.allclose(model.mlm_logits(ids, sel, pos, pad, seg), logits[:, 3], atol=1e-6)
+    loss, _ = mk.mlm_step(cfg, 30)(model, (ids, pad, pos, seg))
     assert torch.isfinite(loss) and abs(loss.item() - math.log(30)) < 1.0
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    y = torch.randint(0, 2, (64,))
+    loss2, _ = mk.finetune_step(0.25)(model, (ids, pad, pos, seg, y))
+    assert torch.isfinite(loss2) and model(ids[:2], pos[:2], pad[:2], seg[:2]).shape == (2, 2)
+    loss3, _ = mk.finetune_step(0.25)(model, (ids, pad, y))   # plain (ids, pad, labels) batches too
+    assert torch.isfinite(loss3)
+
+
+def test_droptoken_fixed_count_leaves_no_padding():
+    ids = torch.randint(5, 30, (16, 65))
+    ids[:, 0] = mk.CLS
     pad = torch.zeros_like(ids, dtype=torch.bool)
-    pad[:, 30:] = True
-    loss2, _ = mk.finetune_step(0.25)(model, (ids, pad, torch.randint(0, 4, (64,))))
-    assert torch.isfinite(loss2) and model(ids[:2]).shape == (2, 4)
+    for r in (0.1, 0.25, 0.5):
+        a, pos, p = mk.drop_tokens(ids, pad, r, protect=ids == mk.CLS, generator=gen(1), exact=True)
+        assert a.shape == (16, 64 - round(64 * r) + 1) and not p.any() and (a[:, 0] == mk.CLS).all()
+        assert torch.equal(a, ids.gather(1, pos)) and (pos.diff(dim=1) > 0).all()
+        b, _, q = mk.drop_tokens(ids, pad, r, protect=ids == mk.CLS, generator=gen(1))
+        assert b.shape[1] >= a.shape[1] - 8      # independent drops: re-padded to the longest kept row
 
 
 def test_one_mae_step():
@@ -248,47 +269,34 @@ def test_one_mae_step():
         mk.mae_loss(pred, pred[:, :10], masked)
 
 
-# ----------------------------------------------------------------------------- speaker task
-def _task_invariants(task, k):
-    assert len(task.speakers) == k
-    for s in ("train", "validation", "test"):
-        assert all(c > 0 for c in task.counts(s)), f"{s} lacks a speaker"
-    tr, va, te = (set(task.index[s]) for s in ("train", "validation", "test"))
-    assert not (tr & va or tr & te or va & te)
-    for lab in range(k):  # contiguous per speaker: train < validation < test in play order
-        pos = {s: [i for i, l in zip(task.index[s], task.labels[s]) if l == lab] for s in task.index}
-        assert max(pos["train"]) < min(pos["validation"]) <= max(pos["validation"]) < min(pos["test"])
-    held = {task_text for s in ("validation", "test") for task_text in task.texts[s]}
-    assert not held & set(task.pretrain)
+# ----------------------------------------------------------------------------- couplet task
+def test_mismatch_gives_other_lines_of_the_same_length():
+    pairs = [(f"{i:0{2 + i % 3}d}", f"{i + 100:0{2 + i % 3}d}") for i in range(200)]
+    out, labels = mk.mismatch(pairs, seed=0)
+    assert 70 < labels.count(0) < 130
+    for (a, b), (a2, b2), y in zip(pairs, out, labels):
+        assert a2 == a and len(b2) == len(b) and (b2 == b) == (y == 1)
+    assert mk.mismatch(pairs, seed=0) == (out, labels)
 
 
-def test_speaker_task_offline_from_the_bundled_copy(offline_data):
-    task = mk.speaker_task(10)
-    _task_invariants(task, 10)
-    assert task.speakers[:2] == ["GLOUCESTER", "DUKE VINCENTIO"] and "bundled" in task.source
-    # the last 5 % of the play (The Tempest) has none of the ten: the per-speaker cut is needed
-    test_block = data.load_text("tinyshakespeare", "test")
-    assert "PETRUCHIO" in task.speakers and not {"GLOUCESTER", "ROMEO"} & set(test_block.column("speaker"))
-    vocab = mk.make_vocab(task, 500)
-    assert vocab.itos[:4] == list(mk.SPECIALS) and vocab.n_words == 500
-    assert not any(vocab.unknown(t) for s in task.texts for t in task.texts[s])   # characters fall back
-    ids, pad = mk.encode_examples(task.texts["test"][:3], vocab, 40)
-    assert ids.shape == (3, 40) and (ids[:, 0] == mk.CLS).all() and torch.equal(pad, ids == mk.PAD)
-
-
-def test_speaker_task_with_a_corrupt_cached_corpus(offline_data):
-    bad = offline_data / "cache" / "tinyshakespeare" / "input.txt"
-    bad.parent.mkdir(parents=True)
-    bad.write_text("GLOUCESTER:\nnot the play\n")
-    with pytest.warns(data.DataWarning, match="corrupt"):
-        task = mk.speaker_task(4)
-    _task_invariants(task, 4)
-    assert bad.with_name("input.txt.corrupt").exists()
+def test_couplet_task_from_the_offline_data(offline_data):
+    cfg = mk.config("smoke")
+    task = mk.couplet_task(cfg)
+    assert [len(task.labels[s]) for s in ("train", "validation", "test")] == [cfg.task_train, cfg.task_val,
+                                                                            cfg.task_test]
+    labelled = {a for s in task.pairs for a, _ in task.pairs[s]}
+    assert not labelled & {a for a, _ in task.pretrain}          # no labelled first line is pre-trained on
+    for s in task.pairs:
+        assert 0 < task.counts(s)[0] < len(task.labels[s])
+    vocab = mk.CharTable.build([x for p in task.pretrain for x in p], 50)
+    assert vocab.itos[:5] == list(mk.SPECIALS) and len(vocab) == 55 and vocab.encode("\u0000") == [mk.UNK]
+    bow = mk.bag_of_tokens(task.pairs["test"][:3], vocab, cfg.line_len)
+    assert bow.shape == (3, 2 * len(vocab)) and set(bow.ravel().tolist()) <= {0.0, 1.0}
 
 
 def test_config_refuses_bad_settings():
-    with pytest.raises(ConfigError, match="speakers"):
-        mk.Config(speakers=0)
+    with pytest.raises(ConfigError, match="task_train"):
+        mk.Config(task_train=0)
     with pytest.raises(ConfigError, match="mae_mask"):
         mk.Config(mae_mask=1.5)
     with pytest.raises(ValueError, match="sum to 1"):
@@ -304,10 +312,63 @@ def test_finetunes_in_worker_processes_match_the_runs_in_process(offline_data):
 
     cfg = replace(mk.config("smoke"), seeds=2)
     setup = mk.text_setup(cfg)
-    state = mk.new_bert(cfg, len(setup.vocab), setup.n_classes).state_dict()
+    state = mk.new_bert(cfg, len(setup.vocab)).state_dict()
     one = mk.correction_runs(state, setup, cfg, scratch=False)
     two = mk.correction_runs(state, setup, replace(cfg, workers=2), scratch=False)
     for name in ("base", "corrected"):
         assert [(r.seed, r.correction) for r in two[name]] == [(s, name == "corrected") for s in range(2)]
+        assert all(len(r.curve) == cfg.finetune_epochs and 0 <= r.test_last <= 1 for r in two[name])
         assert [(r.best_epoch, r.train, r.validation, r.test) for r in one[name]] == \
                [(r.best_epoch, r.train, r.validation, r.test) for r in two[name]]
+
+
+# ----------------------------------------------------------------------------- the chapter's claims
+def _results(shift=0.0, corr_shift=0.0, seeds=12, seed=0):
+    rng = np.random.default_rng(seed)
+    base = 0.70 + 0.01 * rng.standard_normal(seeds)
+    noise = lambda: 0.002 * rng.standard_normal(seeds)
+    rates = {r: {"test": (base - 0.1 * r + noise()).tolist(), "gap_best": (0.3 - 0.4 * r + noise()).tolist(),
+                 "gap_fixed": (0.35 - 0.4 * r + noise()).tolist(), "test_last": base.tolist()}
+             for r in (0.0, 0.1, 0.15, 0.25, 0.5)}
+    rates["long"] = dict(rates[0.5], test=(np.array(rates[0.5]["test"]) + 0.02).tolist())
+    times = lambda f: (f * (1 + 0.01 * rng.standard_normal(20))).tolist()
+    return {"test": {"base": base.tolist(), "corrected": (base + corr_shift + noise()).tolist(),
+                     "scratch": (base - 0.1 + noise()).tolist()},
+            "baselines": {"majority": 0.5, "bag of tokens": 0.5, "aligned pairs": 0.70 + shift},
+            "mlm": {"accuracy": 0.2, "unigram": 0.05, "partner": 0.08}, "sweep": rates,
+            "d8": {1.0: times(4.0), 0.25: times(1.0)},
+            "d9": {"repad": {r: times(1 - 0.8 * r) for r in (0.0, 0.1, 0.25, 0.5)},
+                   "exact": {r: times(1 - 0.9 * r) for r in (0.0, 0.1, 0.25, 0.5)}},
+            "d9_length": {0.0: 1.0, 0.1: 0.93, 0.25: 0.8, 0.5: 0.56},
+            "mae": {"mse": 0.05, "mean_image": 0.065, "probe": {"trained": 0.8, "random": 0.6, "pixels": 0.88},
+                    "ft": {"pre-trained": [0.9, 0.91, 0.92], "scratch": [0.5, 0.49, 0.52]}},
+            "mask_rates": {}}
+
+
+def test_claims_on_synthetic_results_pass_fail_and_inconclusive():
+    by = {c.id: c for c in mk.claims(_results())}
+    assert by["M2a"].verdict == "PASS" and by["M2b"].verdict == "PASS" and by["M2c"].verdict == "PASS"
+    assert by["M2d"].verdict == "INCONCLUSIVE"                  # equal to the count model on average
+    assert by["D11"].verdict == "PASS" and by["D11b"].verdict in ("INCONCLUSIVE", "FAIL")
+    assert by["D11c"].verdict == "n/a (full profile)"
+    assert by["D12a"].verdict == "PASS" and by["D12a'"].verdict == "PASS" and by["D12b"].verdict == "PASS"
+    assert by["D12c"].verdict == "FAIL" and by["D12d"].verdict == "PASS"
+    assert by["D8t"].verdict == "PASS" and by["D9b"].verdict == "PASS" and by["D9c"].verdict == "PASS"
+    assert all(by[f"D9a r={r:g}"].verdict == "PASS" for r in (0.1, 0.25, 0.5))
+    assert by["MAE3"].verdict == "PASS" and by["MAE2"].kind == "report" and by["D9d"].kind == "report"
+    worse = {c.id: c for c in mk.claims(_results(shift=0.2, corr_shift=-0.05))}
+    assert worse["M2d"].verdict == "FAIL" and worse["D11"].verdict == "FAIL" and worse["D11b"].verdict == "FAIL"
+    few = {c.id: c for c in mk.claims(_results(corr_shift=0.012, seeds=3, seed=2))}
+    assert few["D11"].verdict == "INCONCLUSIVE" and "runs" in few["D11"].note
+
+
+def test_claims_results_gathers_the_runs():
+    R = mk.FinetuneResult
+    run = lambda s, r=0.0: R(False, r, s, 2, 0.9, 0.7, 0.69, [(0.8, 0.6), (0.9, 0.7)], 1.0, 0.68)
+    corr = {k: [run(0), run(1)] for k in ("base", "corrected", "scratch")}
+    sweep = {0.0: [run(0), run(1)], 0.5: [run(0, 0.5), run(1, 0.5)], "long": [run(0, 0.5), run(1, 0.5)]}
+    res = mk.claims_results(corr, sweep, {"majority": 0.5}, {"accuracy": 0.1}, {"unigram": 0.05, "partner": 0.07},
+                            {"times": {1.0: [2.0], 0.25: [1.0]}},
+                            {"repad": {0.0: [1.0]}, "exact": {0.0: [1.0]}, "length": {0.0: 1.0}}, {"mse": 0.1})
+    assert res["test"]["base"] == [0.69, 0.69] and res["sweep"][0.5]["gap_fixed"] == pytest.approx([0.2, 0.2])
+    assert res["sweep"]["long"]["test_last"] == [0.68, 0.68] and res["mlm"]["partner"] == 0.07
