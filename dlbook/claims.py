@@ -89,8 +89,10 @@ class Claim:
 
     @property
     def anchor(self) -> str:
-        """The HTML id of the claim's row: ``claim-`` and the id with spaces as dashes."""
-        return "claim-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", self.id).strip("-")
+        """The HTML id of the claim's row: ``claim-`` and the id, spaces as dashes and any other
+        character outside [A-Za-z0-9.-] as ``_`` and its code (so D12a and D12a' differ)."""
+        a = re.sub(r"\s+", "-", self.id.strip())
+        return "claim-" + re.sub(r"[^A-Za-z0-9.-]", lambda m: f"_{ord(m.group()):x}", a)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -474,7 +476,7 @@ class Claims:
 
     # --- adding
     def add(self, claim: Claim) -> Claim:
-        if any(c.id == claim.id for c in self.items):
+        if any(c.id == claim.id or c.anchor == claim.anchor for c in self.items):
             raise ClaimError(f"claim {claim.id} is made twice in chapter {self.chapter}")
         claim = self._in_context(claim)
         self.items.append(claim)

@@ -232,6 +232,7 @@ def test_display_carries_html_text_and_json():
     b = s._repr_mimebundle_()
     assert set(b) == {"text/html", "text/plain", C.MIME}
     h = b["text/html"]
+    assert C.report("D12a'", "x", 1).anchor == "claim-D12a_27" != C.report("D12a", "x", 1).anchor
     assert 'id="claim-C9-a"' in h and h.index("Derivations") < h.index("Construction") < h.index("Experiments")
     js = json.loads(json.dumps(b[C.MIME]))  # plain JSON
     back = [C.Claim.from_json(c) for c in js["claims"]]
