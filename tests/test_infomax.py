@@ -441,3 +441,9 @@ def test_gather_reads_runs_and_scores():
     assert res["toy"]["rel"][0.5][0] == pytest.approx(abs(0.15 - 0.144) / 0.144)
     assert res["fn"]["rate"] == 0.016 and res["pixels"]["knn_acc"] == ("pixels, raw", 0.25)
     assert {c.id for c in im.claims(res)} >= {"C7a", "C9a", "C10 trend knn", "V4"}
+
+
+def test_claims_mark_a_rho_no_seed_ran():
+    res = _results(gap=10.0)
+    res["toy"]["rel"][0.95] = []  # a short sweep (a rehearsal of the full profile) skips it
+    assert _verdicts(res)["C5-MLP 0.95"] == "n/a (no run at this rho)"

@@ -98,6 +98,10 @@ def claims(res: dict, full: bool = False) -> list[Claim]:
     out: list[Claim] = []
     toy = res["toy"]
     for rho, rels in toy["rel"].items():
+        if not rels:  # no seed ran this rho (a rehearsal's short sweep)
+            out.append(not_decided(f"C5-MLP {rho:g}", f"MLP critic's plug-in MI at rho = {rho:g}: relative error",
+                                   "no run at this rho"))
+            continue
         out.append(experiment(f"C5-MLP {rho:g}", f"MLP critic's plug-in MI at rho = {rho:g}: relative error "
                               f"({len(rels)} seeds)", rels, below=TOY_MLP_REL))
     if toy["obj"]:
