@@ -274,3 +274,35 @@ def rehearse(full: T, smoke: T) -> T:
     if isinstance(full, (tuple, list)) and _numbers(full) and isinstance(smoke, (tuple, list)) and _numbers(smoke):
         return smoke if len(smoke) else full[:1]
     return full
+
+
+# ------------------------------------------------------------------ seeds from the notebook's `seed`
+def is_seed_field(name: str) -> bool:
+    """A field that lists experiment seeds: ``seeds`` or ``<something>_seeds``."""
+    return name == "seeds" or name.endswith("_seeds")
+
+
+def seeded(cfg: T, seed: int) -> T:
+    """`cfg` with every seed tuple read as offsets from the notebook's `seed`: a config that
+    lists ``seeds=(0, 1, 2)`` runs seeds ``seed, seed + 1, seed + 2``, so a reader who changes
+    `seed` gets new runs and ``seed = 0`` reproduces the recorded ones. Applies to every field
+    named ``seeds`` or ``*_seeds`` (tuples of whole numbers), recursively through nested
+    dataclasses; the result is built with `dataclasses.replace`, so validation still applies."""
+    from dataclasses import fields, is_dataclass, replace
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seeded: seed must be a whole number >= 0, got {seed!r}")
+    if not is_dataclass(cfg):
+        return cfg
+    changes = {}
+    for f in fields(cfg):
+        if not f.init:
+            continue
+        v = getattr(cfg, f.name)
+        if is_seed_field(f.name) and isinstance(v, (tuple, list)):
+            if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in v):
+                raise ValueError(f"seeded: {type(cfg).__qualname__}.{f.name} must hold whole numbers, got {v!r}")
+            changes[f.name] = type(v)(int(seed) + int(s) for s in v)
+        elif is_dataclass(v):
+            changes[f.name] = seeded(v, seed)
+    return replace(cfg, **changes) if changes else cfg

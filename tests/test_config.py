@@ -198,3 +198,31 @@ def test_every_chapter_config_rehearses(monkeypatch):
             assert cfg == rehearse(mod.CONFIGS["full"], mod.CONFIGS["smoke"]), m.name
             n += 1
     assert n >= 5
+
+
+def test_seeded_shifts_every_seed_tuple_recursively():
+    from dataclasses import dataclass, field
+
+    from dlbook.config import Settings, seeded
+
+    @dataclass(frozen=True)
+    class Inner(Settings):
+        seeds: tuple = (0, 1)
+        steps: int = 5
+        SIZES = ("steps",)
+
+    @dataclass(frozen=True)
+    class Outer(Settings):
+        inner: Inner = field(default_factory=Inner)
+        seeds: tuple = (0, 1, 2)
+        gp_seeds: tuple = ()
+        lr_grid: tuple = (0, 1)  # not a seed field: unchanged
+
+    out = seeded(Outer(), 7)
+    assert out.seeds == (7, 8, 9) and out.inner.seeds == (7, 8) and out.gp_seeds == ()
+    assert out.lr_grid == (0, 1) and out.inner.steps == 5
+    assert seeded(Outer(), 0) == Outer()  # seed 0 reproduces the recorded runs
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        seeded(Outer(), -1)
+    with pytest.raises(ValueError, match="whole numbers"):
+        seeded(Outer(seeds=(0.5,)), 1)
