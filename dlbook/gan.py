@@ -274,10 +274,6 @@ def as_float32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-# the names that code shown by chapters 02, 05 and 06 calls (its source is part of their stored outputs)
-_up, _same_batch = as_float32, same_batch
-
-
 def grad_sq_norm(T: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """||grad_x T(x)||^2 per sample, differentiable (create_graph) for a penalty."""
     return scores_and_grad_sq(T, x, "grad_sq_norm")[1]
@@ -333,7 +329,7 @@ class GANLoss:
         pass
 
     def _both(self, T, x_real, x_fake):
-        _same_batch(x_real, x_fake, self.name)
+        same_batch(x_real, x_fake, self.name)
         return critic_pair(T(x_real), T(x_fake), self.name)
 
     def __repr__(self) -> str:
@@ -353,7 +349,7 @@ class StandardGAN(GANLoss):
         return loss, {"critic": loss.detach()}
 
     def generator_loss(self, T, x_real, x_fake):
-        _same_batch(x_real, x_fake, self.name)
+        same_batch(x_real, x_fake, self.name)
         return F.softplus(-scores(T(x_fake), len(x_fake), self.name)).mean()  # non-saturating form
 
 
@@ -372,7 +368,7 @@ class WGAN(GANLoss):
         return loss, {"critic": loss.detach(), "w": w.detach()}
 
     def generator_loss(self, T, x_real, x_fake):
-        _same_batch(x_real, x_fake, self.name)
+        same_batch(x_real, x_fake, self.name)
         return -scores(T(x_fake), len(x_fake), self.name).mean()  # (eq-05-gen)
 
 

@@ -261,7 +261,7 @@ def pair_distance(x_real: torch.Tensor, x_fake: torch.Tensor, dist: str = "l1") 
         raise ValueError(f"unknown distance {dist!r}: choose one of {DISTANCES}")
     if x_real.shape != x_fake.shape:
         raise ValueError(f"pair_distance: real {tuple(x_real.shape)} and fake {tuple(x_fake.shape)} differ")
-    diff = gan._up((x_real - x_fake).flatten(1))
+    diff = gan.as_float32((x_real - x_fake).flatten(1))
     if dist == "l1":
         return diff.abs().mean(1)
     if dist == "l2":
@@ -280,7 +280,7 @@ def qp_critic_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.Ten
         raise ValueError(f"unknown penalty mode {mode!r}: choose one of {MODES}")
     require("qp_critic_loss", positive={"lam": lam})
     t_real, t_fake = gan.critic_pair(t_real, t_fake, "qp_critic_loss")
-    gan._same_batch(x_real, x_fake, "qp_critic_loss")
+    gan.same_batch(x_real, x_fake, "qp_critic_loss")
     if len(x_real) != len(t_real):
         raise ValueError(f"qp_critic_loss: {len(t_real)} critic outputs for {len(x_real)} samples")
     delta = t_real - t_fake  # (N,)
@@ -306,7 +306,7 @@ def qp_generator_loss(t_real: torch.Tensor, t_fake: torch.Tensor, x_real: torch.
     if x_real is None or x_fake is None:
         raise ValueError("the quadratic generator loss needs x_real and x_fake for the distance")
     require("qp_generator_loss", positive={"lam": lam})
-    gan._same_batch(x_real, x_fake, "qp_generator_loss")
+    gan.same_batch(x_real, x_fake, "qp_generator_loss")
     if len(x_real) != len(delta):
         raise ValueError(f"qp_generator_loss: {len(delta)} critic outputs for {len(x_real)} samples")
     d = pair_distance(x_real, x_fake, dist) + eps

@@ -14,8 +14,7 @@ import numpy as np
 
 from . import gan
 from .config import Settings, by_profile, require
-from .gan import STRATEGIES, WGAN, grad_sq_norm, sample_r, scores_and_grad_sq
-from .gan import same_batch as _same_batch  # the name the loss's shown source calls
+from .gan import STRATEGIES, WGAN, grad_sq_norm, same_batch, sample_r, scores_and_grad_sq
 from .gan_runs import ImageConfig, Method, ToyConfig, ToyJob
 
 # ---------------------------------------------------------------- the loss (eq-05-wdiv)
@@ -49,7 +48,7 @@ class WGANDiv(WGAN):
 
     def critic_loss(self, T, x_real, x_fake):
         if self.separate:  # one pass per batch; equal halves: the mean over the pool is the mean of the two means
-            _same_batch(x_real, x_fake, self.name)
+            same_batch(x_real, x_fake, self.name)
             (tr, gr2), (tf, gf2) = (scores_and_grad_sq(T, x, self.name) for x in (x_real, x_fake))
             w = tr.mean() - tf.mean()
             pen = self.k * (gr2.pow(self.p / 2).mean() + gf2.pow(self.p / 2).mean()) / 2  # (eq-05-wdiv)
