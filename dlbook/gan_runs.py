@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import gan
-from .config import Settings, require
+from .config import ConfigError, Settings, require
 from .gan_loop import (GANRun, LoopConfig, Processes, barrier, broadcast, cpu_threads, init_processes,  # noqa: F401
                        process_device, processes, stream_seed, train_gan)
 from .gan_plots import critic_field, plot_critic, plot_image_curves, plot_samples  # noqa: F401
@@ -76,9 +76,12 @@ class ToyJob:
     critic_norm: str = "none"  # "none" or "sn"
     fields: bool = False  # keep critic heat maps with the snapshots
     probe: Callable | None = None
+    lr: float | None = None  # None: ToyConfig.lr (a baseline on its own published recipe sets its own)
+    betas: tuple[float, float] | None = None  # None: ToyConfig.betas
 
     def __post_init__(self) -> None:
         require(f"ToyJob {self.key}", positive={"n_critic": self.n_critic, "steps": self.steps}, whole=True)
+        _check_recipe(f"ToyJob {self.key}", self.lr, self.betas)
         if self.critic_norm not in ("none", "sn"):
             raise ValueError(f"ToyJob {self.key}: critic_norm must be 'none' or 'sn', got {self.critic_norm!r}")
 
@@ -97,7 +100,7 @@ def _toy_job(job: ToyJob, cfg: ToyConfig) -> GANRun:
     G = gan.mlp(2, 2, cfg.width, cfg.depth, "relu")
     T = gan.mlp(2, 1, cfg.width, cfg.depth, "lrelu", norm=job.critic_norm)
     loop = LoopConfig(steps=job.steps or cfg.steps, batch=cfg.batch, n_critic=job.n_critic or job.loss.n_critic,
-                      z_dim=2, lr=cfg.lr, betas=cfg.betas, log_every=max(1, cfg.eval_every // 10),
+                      z_dim=2, lr=job.lr or cfg.lr, betas=job.betas or cfg.betas, log_every=max(1, cfg.eval_every // 10),
                       eval_every=cfg.eval_every, progress=False)
     zeval = torch.randn(cfg.n_eval, 2, generator=torch.Generator().manual_seed(10_000 + job.seed))
     xeval = data.sample(cfg.n_eval, torch.Generator().manual_seed(20_000 + job.seed))
@@ -210,11 +213,21 @@ class ImageConfig(Settings):
 
 class Method(NamedTuple):
     """One row of a loss table: the loss, critic updates per generator update (None: the
-    loss's usual ratio) and the critic's normalisation ('none', 'bn', 'ln' or 'sn')."""
+    loss's usual ratio), the critic's normalisation ('none', 'bn', 'ln' or 'sn') and, for a
+    baseline run on its own published recipe, its Adam ``lr`` and ``betas`` (None: the
+    config's)."""
 
     loss: gan.GANLoss
     n_critic: int | None = None
     critic_norm: str = "bn"
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+
+
+def _check_recipe(where: str, lr: float | None, betas: tuple[float, float] | None) -> None:
+    require(where, positive={"lr": lr}, unit={"betas": betas})
+    if betas is not None and len(betas) != 2:
+        raise ConfigError(f"{where}: betas must be two numbers in [0, 1], got {betas!r}")
 
 
 def as_method(name: str, row: Any) -> Method:
@@ -225,6 +238,7 @@ def as_method(name: str, row: Any) -> Method:
         raise ValueError(f"loss table row {name!r}: critic_norm must be one of {gan.CRITIC_NORMS}, "
                          f"got {m.critic_norm!r}")
     require(f"loss table row {name!r}", positive={"n_critic": m.n_critic}, whole=True)
+    _check_recipe(f"loss table row {name!r}", m.lr, m.betas)
     return m
 
 
@@ -285,8 +299,8 @@ def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageM
     G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, cfg.gen_norm)
     T = gan.ConvCritic(cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, method.critic_norm)
     n_critic = method.n_critic or method.loss.n_critic
-    loop = LoopConfig(steps=cfg.steps, batch=cfg.batch, n_critic=n_critic, z_dim=cfg.z_dim, lr=cfg.lr,
-                      betas=cfg.betas, log_every=max(1, cfg.eval_every // 10), eval_every=cfg.eval_every,
+    loop = LoopConfig(steps=cfg.steps, batch=cfg.batch, n_critic=n_critic, z_dim=cfg.z_dim, lr=method.lr or cfg.lr,
+                      betas=method.betas or cfg.betas, log_every=max(1, cfg.eval_every // 10), eval_every=cfg.eval_every,
                       checkpoint_every=cfg.checkpoint_every, progress=progress)
 
     def evaluate(Gm, Tm, step):

@@ -542,3 +542,24 @@ def test_torchrun_with_batchnorm_nets_and_random_penalty_points_matches_one_proc
         assert float((T2(x1) - T1(x1)).norm() / T1(x1).norm()) < 1e-5
     for k, col in one["hist"]["metrics"].items():
         assert np.allclose(r0["hist"]["metrics"][k], col, rtol=1e-4, atol=1e-6), k
+
+
+def test_a_baseline_runs_on_its_own_recipe():
+    """A loss-table row or toy job may carry its own Adam lr and betas (WGAN-GP's 1e-4, (0.5, 0.9));
+    the run's optimisers use them, and bad values are refused where the row is built."""
+    from dlbook import gan
+    from dlbook.config import ConfigError
+    from dlbook.gan_runs import Method, ToyConfig, ToyJob, as_method, toy_job
+
+    row = as_method("GP", Method(gan.WGANGP(10.0, "interp"), 5, "none", lr=1e-4, betas=(0.5, 0.9)))
+    assert (row.lr, row.betas) == (1e-4, (0.5, 0.9))
+    with pytest.raises(ConfigError, match="betas"):
+        as_method("bad", Method(gan.WGAN(), 1, "none", betas=(0.5, 1.5)))
+    with pytest.raises(ConfigError, match="lr"):
+        ToyJob(("x",), gan.WGAN(), lr=float("inf"))
+    cfg = replace(ToyConfig().smoke(), steps=2, eval_every=2)
+    a = toy_job(ToyJob(("a",), gan.StandardGAN(), seed=0), cfg)
+    b = toy_job(ToyJob(("b",), gan.StandardGAN(), seed=0, lr=1e-3, betas=(0.0, 0.9)), cfg)
+    c = toy_job(ToyJob(("c",), gan.StandardGAN(), seed=0, lr=cfg.lr, betas=cfg.betas), cfg)
+    pa, pb, pc = (r.snapshots[2]["x"] for r in (a, b, c))  # generated points after 2 steps
+    assert np.array_equal(pa, pc) and not np.array_equal(pa, pb)
