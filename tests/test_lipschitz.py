@@ -277,16 +277,55 @@ def test_settings_refuse_bad_values():
         assert isinstance(lp.config(p), lp.Config)
 
 
-def test_image_table_and_the_full_profile_is_the_posts_setting():
-    cfg = lp.config("full")
-    table = lp.image_table(cfg)
-    assert list(table) == ["WGAN-SN", "WGAN-GP", "WGAN + projection"]
-    assert [m.critic_norm for m in table.values()] == ["sn", cfg.gp_norm, "none"]
-    assert all(m.n_critic == 5 for m in table.values())
-    ic = cfg.image
-    assert (ic.data, ic.img_size, ic.z_dim, ic.kernel, ic.batch, ic.lr, ic.betas[0], ic.max_ch) == \
-        ("celeba", 64, 100, 5, 64, 2e-4, 0.5, 512)
+def test_image_table_runs_each_method_on_its_papers_recipe_and_full_is_the_posts_data():
+    for p in ("cpu", "full"):
+        cfg = lp.config(p)
+        table = lp.image_table(cfg)
+        assert list(table) == ["WGAN-SN", "WGAN-GP", "WGAN + projection"]
+        assert [m.critic_norm for m in table.values()] == ["sn", cfg.gp_norm, "none"]
+        sn, gp, proj = table.values()
+        assert (gp.n_critic, gp.lr, gp.betas, gp.loss.lam) == (5, 1e-4, (0.5, 0.9), 10.0)  # Gulrajani et al.
+        assert (sn.n_critic, sn.lr, sn.betas) == (1, 2e-4, (0.5, 0.999))  # Miyato et al.'s standard setting
+        assert (proj.n_critic, proj.lr, proj.betas) == (sn.n_critic, sn.lr, sn.betas)
+    ic = lp.config("full").image
+    assert (ic.data, ic.img_size, ic.z_dim, ic.kernel, ic.batch, ic.max_ch) == ("celeba", 64, 100, 5, 64, 512)
     assert ic.steps >= 20000 and ic.eval_every == 1000
+
+
+def test_config_seeds_follow_the_notebook_seed():
+    from dlbook.config import seeded
+
+    cfg = seeded(lp.config("cpu"), 7)
+    assert cfg.image.seeds == (7, 8, 9) and cfg.classifier.seeds == (7, 8, 9)
+    assert cfg.toy.seed == 7 and cfg.toy.probe_seeds == (7, 8, 9)
+    assert seeded(lp.config("cpu"), 0) == lp.config("cpu")
+
+
+def test_gp_optimum_is_where_the_scaled_critic_pays_off():
+    w1, lam = 1.38, 10.0
+    s = np.linspace(0.5, 2.0, 150001)
+    assert lp.gp_optimum(w1, lam) == pytest.approx(s[np.argmax(s * w1 - lam * (s - 1) ** 2)], abs=1e-5)
+    with pytest.raises(ConfigError):
+        lp.gp_optimum(w1, 0.0)
+
+
+def test_gp_probe_splits_the_grid_at_the_hull():
+    cfg = lp.ToyCriticConfig(n=64, width=16, probe_steps=10, probe_seeds=(0,), probe_n=21)
+    (p,) = lp.gp_probe(cfg)
+    assert p["off"].any() and (~p["off"]).any() and p["off"][0]  # a corner of the square lies outside the hull
+    assert p["max_off"] == pytest.approx(p["grad_grid"][p["off"]].max())
+
+
+def test_trained_sn_critic_measurements_bound_the_constant_from_both_sides():
+    torch.manual_seed(0)
+    T = gan.ConvCritic(16, 1, 4, 8, 4, "sn")
+    T.train()
+    x = torch.randn(8, 1, 16, 16)
+    for _ in range(3):
+        T(x)  # power-iteration updates
+    layers, g = lp.trained_sn_critic(T.eval(), x, 16, steps=5)
+    assert len(layers) == 2 and all(l["sigma_hat"] <= l["sigma"] * (1 + 1e-9) for l in layers)
+    assert g["on_data"] <= g["bound_op"] * (1 + 1e-6) and g["quotient"] <= g["bound_op"] * (1 + 1e-6)
 
 
 def test_image_experiment_smoke_runs_every_method(tmp_path, monkeypatch):
