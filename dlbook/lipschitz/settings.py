@@ -57,7 +57,7 @@ CONFIGS = {
     # MNIST: 5,000 training images for the classifiers; the image GAN at the book's MNIST 32x32
     # setting with a smaller pair (8 to 32 channels), three seeds, two one-thread processes.
     "cpu": Config(ClassifierConfig(epochs=20), ToyCriticConfig(),
-                  ImageConfig(base=8, max_ch=32, steps=1500, eval_every=250, seeds=(0, 1, 2), threads=1,
+                  ImageConfig(base=8, max_ch=32, steps=1200, eval_every=200, seeds=(0, 1, 2), threads=1,
                               workers=2)),
     # The post's data and nets (brief 3.1): CelebA 64x64, z 100, 5x5 kernels, 64 to 512 channels,
     # batch 64, >= 20,000 generator steps, Inception FID every 1,000 steps; each method on its
