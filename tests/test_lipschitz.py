@@ -334,3 +334,56 @@ def test_image_experiment_smoke_runs_every_method(tmp_path, monkeypatch):
     cfg = replace(cfg, image=replace(cfg.image, steps=2, eval_every=2))
     res = lp.image_experiment(cfg)
     assert res.names == list(lp.image_table(cfg)) and all(np.isfinite(res.final(n)).all() for n in res.names)
+
+
+def _synthetic_results(sn_better: bool = True) -> dict:
+    """The shape `results_of` gives, with made-up numbers whose verdicts are known."""
+    seeds = [0, 1, 2]
+    c = lambda base, k=0.0: [base * (1 + 0.01 * (i - 1)) + k for i in range(3)]
+    clf = {"none:0": dict(prod_frob=c(1000), prod_sigma=c(50), val_acc=c(0.95), test_acc=c(0.94), gap=c(0.05),
+                          grad_x=c(1.2)),
+           "wd:0.001": dict(prod_frob=c(250), prod_sigma=c(15), val_acc=c(0.949), test_acc=c(0.94), gap=c(0.05),
+                            grad_x=c(0.5)),
+           "wd:0.01": dict(prod_frob=c(55), prod_sigma=c(5), val_acc=c(0.90), test_acc=c(0.9), gap=c(0.03),
+                           grad_x=c(0.5)),
+           "snr:0.01": dict(prod_frob=c(300), prod_sigma=c(9), val_acc=c(0.951), test_acc=c(0.944), gap=c(0.05),
+                            grad_x=c(0.48))}
+    steps = [0.0, 200.0, 400.0, 600.0]
+    fd = lambda end: [[1400.0, 1000.0, 800.0, end + 10 * i] for i in range(3)]
+    runs = {"WGAN-SN": {"step": steps, "fd": fd(500 if sn_better else 900), "kid": fd(200), "seconds": [50.0] * 3},
+            "WGAN-GP": {"step": steps, "fd": fd(700), "kid": fd(300), "seconds": [250.0] * 3},
+            "WGAN + projection": {"step": steps, "fd": fd(1200), "kid": fd(500), "seconds": [45.0] * 3}}
+    rng = np.random.default_rng(0)
+    return {"profile": "cpu", "seeds": seeds, "wd_grid": [0.0, 1e-3, 1e-2], "snr_grid": [1e-2], "lam_wd": 1e-3,
+            "lam_snr": 1e-2, "clf": clf, "w1": 1.38, "steps": 100,
+            "dual": {"exact-sn": ([0, 100], [0.1, 0.44]), "sn-1step": ([0, 100], [0.1, 0.45]),
+                     "none": (list(range(11)), [0.5 * k for k in range(11)]), "gp": ([0, 100], [0.5, 1.07]),
+                     "gp-one-sided": ([0, 100], [0.5, 1.07]), "clip": ([0, 100], [0.0, 0.004])},
+            "gp_lams": {5.0: 1.14, 10.0: 1.07, 40.0: 1.015},
+            "probe": [dict(seed=s, max_off=1.2, max_on=1.2, max_inter=1.2 - 0.001 * s, share_off_above=1.0)
+                      for s in seeds],
+            "l10": {k: {"dual": 0.3, "prod_sigma": p, "max_grad": 0.5} for k, p in
+                    (("reparam", 1.0), ("project", 1.0), ("project-above", 1.0), ("project-post", 1.09))},
+            "l10_steps": 20, "times": {"toy": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))},
+                                       "img": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))}},
+            "image": {"steps": 600, "seeds": seeds, "metric": "classifier-FID",
+                      "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000}, "runs": runs},
+            "layers": [dict(c_in=1, c_out=8, size=32, sigma_hat=0.99, sigma=1.0, reshaped=1 / 0.99, operator=2.0)],
+            "grads": dict(bound_op=1.8, bound_mat=0.27, on_data=0.6, quotient=0.65, after_ascent=0.68)}
+
+
+def test_claims_decide_by_the_books_rule():
+    got = {c.id: c for c in lp.claims(_synthetic_results())}
+    assert got["L6a"].verdict == got["L6b"].verdict == "PASS"
+    assert got["L7a-0.001"].verdict == "PASS"  # SNR at no lower validation accuracy, smaller product
+    assert got["L7a-0.01"].verdict == "FAIL"  # the SNR setting that matches is less constrained than WD 1e-2
+    assert got["L8a"].kind == "construction" and got["L8a"].verdict == "holds by construction"
+    assert got["L8e"].verdict == "PASS"  # the overshoot is s* within the margin
+    assert got["L8f"].verdict == "FAIL"  # no excess off the segments
+    assert got["L10d"].verdict == "holds by construction" and got["L10e"].kind == "report"
+    assert got["L11a"].verdict == got["L11b"].verdict == "PASS"
+    assert got["L12a-fd"].verdict == "PASS" and got["L12b"].verdict == "PASS" and got["L12c-fd"].verdict == "PASS"
+    assert got["L12-full"].verdict == "n/a (full profile)"
+    assert got["L12p"].kind == "report" and "L12s-kid" in got
+    assert lp.claims(_synthetic_results(sn_better=False))[0].id == "L6a"
+    assert {c.id: c for c in lp.claims(_synthetic_results(sn_better=False))}["L12a-fd"].verdict == "FAIL"
