@@ -277,16 +277,55 @@ def test_settings_refuse_bad_values():
         assert isinstance(lp.config(p), lp.Config)
 
 
-def test_image_table_and_the_full_profile_is_the_posts_setting():
-    cfg = lp.config("full")
-    table = lp.image_table(cfg)
-    assert list(table) == ["WGAN-SN", "WGAN-GP", "WGAN + projection"]
-    assert [m.critic_norm for m in table.values()] == ["sn", cfg.gp_norm, "none"]
-    assert all(m.n_critic == 5 for m in table.values())
-    ic = cfg.image
-    assert (ic.data, ic.img_size, ic.z_dim, ic.kernel, ic.batch, ic.lr, ic.betas[0], ic.max_ch) == \
-        ("celeba", 64, 100, 5, 64, 2e-4, 0.5, 512)
+def test_image_table_runs_each_method_on_its_papers_recipe_and_full_is_the_posts_data():
+    for p in ("cpu", "full"):
+        cfg = lp.config(p)
+        table = lp.image_table(cfg)
+        assert list(table) == ["WGAN-SN", "WGAN-GP", "WGAN + projection"]
+        assert [m.critic_norm for m in table.values()] == ["sn", cfg.gp_norm, "none"]
+        sn, gp, proj = table.values()
+        assert (gp.n_critic, gp.lr, gp.betas, gp.loss.lam) == (5, 1e-4, (0.5, 0.9), 10.0)  # Gulrajani et al.
+        assert (sn.n_critic, sn.lr, sn.betas) == (1, 2e-4, (0.5, 0.999))  # Miyato et al.'s standard setting
+        assert (proj.n_critic, proj.lr, proj.betas) == (sn.n_critic, sn.lr, sn.betas)
+    ic = lp.config("full").image
+    assert (ic.data, ic.img_size, ic.z_dim, ic.kernel, ic.batch, ic.max_ch) == ("celeba", 64, 100, 5, 64, 512)
     assert ic.steps >= 20000 and ic.eval_every == 1000
+
+
+def test_config_seeds_follow_the_notebook_seed():
+    from dlbook.config import seeded
+
+    cfg = seeded(lp.config("cpu"), 7)
+    assert cfg.image.seeds == (7, 8, 9) and cfg.classifier.seeds == (7, 8, 9)
+    assert cfg.toy.seed == 7 and cfg.toy.probe_seeds == (7, 8, 9)
+    assert seeded(lp.config("cpu"), 0) == lp.config("cpu")
+
+
+def test_gp_optimum_is_where_the_scaled_critic_pays_off():
+    w1, lam = 1.38, 10.0
+    s = np.linspace(0.5, 2.0, 150001)
+    assert lp.gp_optimum(w1, lam) == pytest.approx(s[np.argmax(s * w1 - lam * (s - 1) ** 2)], abs=1e-5)
+    with pytest.raises(ConfigError):
+        lp.gp_optimum(w1, 0.0)
+
+
+def test_gp_probe_splits_the_grid_at_the_hull():
+    cfg = lp.ToyCriticConfig(n=64, width=16, probe_steps=10, probe_seeds=(0,), probe_n=21)
+    (p,) = lp.gp_probe(cfg)
+    assert p["off"].any() and (~p["off"]).any() and p["off"][0]  # a corner of the square lies outside the hull
+    assert p["max_off"] == pytest.approx(p["grad_grid"][p["off"]].max())
+
+
+def test_trained_sn_critic_measurements_bound_the_constant_from_both_sides():
+    torch.manual_seed(0)
+    T = gan.ConvCritic(16, 1, 4, 8, 4, "sn")
+    T.train()
+    x = torch.randn(8, 1, 16, 16)
+    for _ in range(3):
+        T(x)  # power-iteration updates
+    layers, g = lp.trained_sn_critic(T.eval(), x, 16, steps=5)
+    assert len(layers) == 2 and all(l["sigma_hat"] <= l["sigma"] * (1 + 1e-9) for l in layers)
+    assert g["on_data"] <= g["bound_op"] * (1 + 1e-6) and g["quotient"] <= g["bound_op"] * (1 + 1e-6)
 
 
 def test_image_experiment_smoke_runs_every_method(tmp_path, monkeypatch):
@@ -295,3 +334,56 @@ def test_image_experiment_smoke_runs_every_method(tmp_path, monkeypatch):
     cfg = replace(cfg, image=replace(cfg.image, steps=2, eval_every=2))
     res = lp.image_experiment(cfg)
     assert res.names == list(lp.image_table(cfg)) and all(np.isfinite(res.final(n)).all() for n in res.names)
+
+
+def _synthetic_results(sn_better: bool = True) -> dict:
+    """The shape `results_of` gives, with made-up numbers whose verdicts are known."""
+    seeds = [0, 1, 2]
+    c = lambda base, k=0.0: [base * (1 + 0.01 * (i - 1)) + k for i in range(3)]
+    clf = {"none:0": dict(prod_frob=c(1000), prod_sigma=c(50), val_acc=c(0.95), test_acc=c(0.94), gap=c(0.05),
+                          grad_x=c(1.2)),
+           "wd:0.001": dict(prod_frob=c(250), prod_sigma=c(15), val_acc=c(0.949), test_acc=c(0.94), gap=c(0.05),
+                            grad_x=c(0.5)),
+           "wd:0.01": dict(prod_frob=c(55), prod_sigma=c(5), val_acc=c(0.90), test_acc=c(0.9), gap=c(0.03),
+                           grad_x=c(0.5)),
+           "snr:0.01": dict(prod_frob=c(300), prod_sigma=c(9), val_acc=c(0.951), test_acc=c(0.944), gap=c(0.05),
+                            grad_x=c(0.48))}
+    steps = [0.0, 200.0, 400.0, 600.0]
+    fd = lambda end: [[1400.0, 1000.0, 800.0, end + 10 * i] for i in range(3)]
+    runs = {"WGAN-SN": {"step": steps, "fd": fd(500 if sn_better else 900), "kid": fd(200), "seconds": [50.0] * 3},
+            "WGAN-GP": {"step": steps, "fd": fd(700), "kid": fd(300), "seconds": [250.0] * 3},
+            "WGAN + projection": {"step": steps, "fd": fd(1200), "kid": fd(500), "seconds": [45.0] * 3}}
+    rng = np.random.default_rng(0)
+    return {"profile": "cpu", "seeds": seeds, "wd_grid": [0.0, 1e-3, 1e-2], "snr_grid": [1e-2], "lam_wd": 1e-3,
+            "lam_snr": 1e-2, "clf": clf, "w1": 1.38, "steps": 100,
+            "dual": {"exact-sn": ([0, 100], [0.1, 0.44]), "sn-1step": ([0, 100], [0.1, 0.45]),
+                     "none": (list(range(11)), [0.5 * k for k in range(11)]), "gp": ([0, 100], [0.5, 1.07]),
+                     "gp-one-sided": ([0, 100], [0.5, 1.07]), "clip": ([0, 100], [0.0, 0.004])},
+            "gp_lams": {5.0: 1.14, 10.0: 1.07, 40.0: 1.015},
+            "probe": [dict(seed=s, max_off=1.2, max_on=1.2, max_inter=1.2 - 0.001 * s, share_off_above=1.0)
+                      for s in seeds],
+            "l10": {k: {"dual": 0.3, "prod_sigma": p, "max_grad": 0.5} for k, p in
+                    (("reparam", 1.0), ("project", 1.0), ("project-above", 1.0), ("project-post", 1.09))},
+            "l10_steps": 20, "times": {"toy": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))},
+                                       "img": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))}},
+            "image": {"steps": 600, "seeds": seeds, "metric": "classifier-FID",
+                      "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000}, "runs": runs},
+            "layers": [dict(c_in=1, c_out=8, size=32, sigma_hat=0.99, sigma=1.0, reshaped=1 / 0.99, operator=2.0)],
+            "grads": dict(bound_op=1.8, bound_mat=0.27, on_data=0.6, quotient=0.65, after_ascent=0.68)}
+
+
+def test_claims_decide_by_the_books_rule():
+    got = {c.id: c for c in lp.claims(_synthetic_results())}
+    assert got["L6a"].verdict == got["L6b"].verdict == "PASS"
+    assert got["L7a-0.001"].verdict == "PASS"  # SNR at no lower validation accuracy, smaller product
+    assert got["L7a-0.01"].verdict == "FAIL"  # the SNR setting that matches is less constrained than WD 1e-2
+    assert got["L8a"].kind == "construction" and got["L8a"].verdict == "holds by construction"
+    assert got["L8e"].verdict == "PASS"  # the overshoot is s* within the margin
+    assert got["L8f"].verdict == "FAIL"  # no excess off the segments
+    assert got["L10d"].verdict == "holds by construction" and got["L10e"].kind == "report"
+    assert got["L11a"].verdict == got["L11b"].verdict == "PASS"
+    assert got["L12a-fd"].verdict == "PASS" and got["L12b"].verdict == "PASS" and got["L12c-fd"].verdict == "PASS"
+    assert got["L12-full"].verdict == "n/a (full profile)"
+    assert got["L12p"].kind == "report" and "L12s-kid" in got
+    assert lp.claims(_synthetic_results(sn_better=False))[0].id == "L6a"
+    assert {c.id: c for c in lp.claims(_synthetic_results(sn_better=False))}["L12a-fd"].verdict == "FAIL"
