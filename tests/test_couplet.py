@@ -376,7 +376,8 @@ def test_c7_offline_files_have_the_documented_format(offline_data, monkeypatch):
     assert len(tokens) == 9130 and {c for p in tr.records + te.records for s in p for c in s} <= tokens
     cfg = cp.config("cpu")
     d = cp.prepare(cfg)
-    assert (len(d.train_pairs), len(d.test_pairs), len(d.vocab)) == (26648, 3545, 4359)
+    assert (len(d.train_pairs), len(d.val_pairs), len(d.test_pairs), len(d.vocab)) == (25000, 1648, 3545, 4359)
+    assert d.val_pairs == [p for p in tr.records if len(p[0]) <= 16][25000:]  # the last kept pairs validate
 
 
 @needs_mirror
