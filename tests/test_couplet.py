@@ -218,7 +218,8 @@ def test_configs_and_clear_errors():
 # ---------------------------------------------------------------- training
 def test_short_training_run_lowers_the_test_loss(monkeypatch):
     monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
-    cfg = replace(cp.config("smoke"), dim=32, blocks=2, steps=30, eval_every=15, batch_size=32, lr=1e-2)
+    cfg = replace(cp.config("smoke"), dim=32, blocks=2, max_steps=30, eval_every=15, batch_size=32, lr=1e-2,
+                  val_pairs=0)
     d = cp.prepare(cfg)
     assert d.source.endswith("bundled sample") and len(d.train_pairs) == 697
     r = cp.train_tagger(cfg, d, seed=0, device="cpu", progress=False)
@@ -229,7 +230,7 @@ def test_short_training_run_lowers_the_test_loss(monkeypatch):
     m = cp.load_model(cfg, len(d.vocab), r.state, device="cpu")
     assert cp.evaluate(m, d.test, d.punct_ids)["ce"] == pytest.approx(ce[-1], rel=1e-5)
     # the validation block keeps the best weights; the BiLSTM trains through the same loop
-    cfg_v = replace(cfg, val_pairs=100, steps=15)
+    cfg_v = replace(cfg, val_pairs=100, max_steps=15)
     r2 = cp.train_tagger(cfg_v, cp.prepare(cfg_v), seed=0, arch="bilstm", device="cpu", progress=False)
     assert r2.best_step in r2.steps and len(r2.val_ce) == len(r2.steps)
 
@@ -269,7 +270,7 @@ def test_live_box_in_a_jupyter_kernel():
             "model = cp.CNNTagger(len(vocab), dim=16).eval()\n"
             "box = cp.live_box(model, vocab)\n"
             "box.children[0].value = '天地'\n"
-            "print('ANSWER', cp.answer(model, vocab, '天地', 'exempt'))\n"
+            "print('ANSWER', cp.answer(model, vocab, '天地', 'copy'))\n"
             "print('HTML1', box.children[1].value)\n"
             "box.children[0].value = '天𪚥'\n"
             "print('HTML2', box.children[1].value)\n")
@@ -375,7 +376,8 @@ def test_c7_offline_files_have_the_documented_format(offline_data, monkeypatch):
     assert len(tokens) == 9130 and {c for p in tr.records + te.records for s in p for c in s} <= tokens
     cfg = cp.config("cpu")
     d = cp.prepare(cfg)
-    assert (len(d.train_pairs), len(d.test_pairs), len(d.vocab)) == (26648, 3545, 4359)
+    assert (len(d.train_pairs), len(d.val_pairs), len(d.test_pairs), len(d.vocab)) == (25000, 1648, 3545, 4359)
+    assert d.val_pairs == [p for p in tr.records if len(p[0]) <= 16][25000:]  # the last kept pairs validate
 
 
 @needs_mirror
@@ -477,3 +479,112 @@ def test_an_archive_member_larger_than_the_file_can_be_is_refused_while_extracti
     with pytest.raises(data.DataError, match="more than the 1,048,576"):
         data.load_text("couplet", "test", allow_sample=False)
     assert not (cache / "test" / "in.txt").exists()
+
+
+# ---------------------------------------------------------------- the copy prior, scores, early stopping
+def test_copy_prior_hand_example():
+    # vocabulary: 0 <unk>, 1 '，', 2..4 characters; x = [2, 1, 3]
+    x = torch.tensor([[2, 1, 3]])
+    ban = cp.prior_mask(x, 5, "copy", punct_ids=[1])[0]
+    assert ban[0].tolist() == [True, True, True, False, False]     # unk, punctuation, own character
+    assert ban[1].tolist() == [True, False, True, True, True]      # only the comma itself
+    assert ban[2].tolist() == [True, True, False, True, False]
+    logits = torch.zeros(1, 3, 5)
+    logits[0, :, 1] = 9      # the comma is the favourite everywhere
+    logits[0, :, 4] = 1
+    logits[0, 2, 2] = 2
+    assert cp.decode(logits, x, "copy", [1]).tolist() == [[4, 1, 2]]
+    assert cp.decode(logits, x, "exempt", [1]).tolist() == [[1, 1, 1]]  # exempt: a comma anywhere
+
+
+def test_copy_prior_keeps_punctuation_in_place_on_every_sample_line(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    pairs = data.read_couplet_sample("train") + data.read_couplet_sample("test")
+    uppers = [u for u, _ in pairs]
+    vocab = cp.build_vocab(uppers, 1)
+    torch.manual_seed(0)
+    m = cp.CNNTagger(len(vocab), dim=16).eval()
+    with torch.no_grad():  # make punctuation the favourite everywhere: the prior must still hold
+        m.out.bias[cp.punct_ids(vocab)] = 50.0
+    outs = cp.answer_many(m, vocab, uppers, "copy")
+    assert sum("，" in u for u in uppers) > 100
+    for u, o in zip(uppers, outs):
+        assert len(o) == len(u) and cp.rules(u, o)["punctuation"] and cp.UNK not in o
+        assert all(a != b or cp.is_punct(a) for a, b in zip(u, o))
+
+
+def test_overlap_and_gallery_rule_hand_values():
+    assert cp.overlap("花花红", "花红，叶") == pytest.approx(2 / 3)   # 花 once, 红; punctuation aside
+    assert cp.overlap("山山", "山山") == 1.0 and math.isnan(cp.overlap("天", "，"))
+    assert cp.every_kth(100, 4) == [0, 25, 50, 75] and cp.every_kth(3, 10) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        cp.every_kth(0, 3)
+    rows = cp.gallery_rows(["天地"], {"CNN": ["山河"]}, ["山川"], [0])
+    assert rows == [["天地", "山川 (4/4 rules)", "山河 (4/4 rules, overlap 0.50)"]]
+
+
+def test_training_stops_when_the_validation_loss_turns_and_keeps_the_best_weights(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    cfg = replace(cp.config("smoke"), dim=32, blocks=2, max_steps=400, eval_every=10, patience=2, batch_size=32,
+                  lr=3e-2, val_pairs=100)
+    d = cp.prepare(cfg)
+    small = cp.subset(d, 100, 0)        # 100 pairs: overfits within a few hundred steps
+    r = cp.train_tagger(cfg, small, seed=0, device="cpu", progress=False)
+    assert r.steps[-1] < 400 and r.n_train == 100
+    k = int(np.argmin(r.val_ce))
+    assert r.best_step == r.steps[k] and len(r.val_ce) - 1 - k == cfg.patience
+    m = cp.load_model(cfg, len(d.vocab), r.state, device="cpu")
+    assert cp.evaluate(m, d.val, d.punct_ids)["ce"] == pytest.approx(r.val_ce[k], rel=1e-5)
+    assert r.best == r.test[k] and r.ce_at(r.steps[-1] + 1) != r.ce_at(r.steps[-1] + 1)  # NaN past the end
+
+
+def test_subset_is_seeded_and_keeps_the_vocabulary(monkeypatch):
+    monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    d = cp.prepare(cp.config("smoke"))
+    a, b, c = cp.subset(d, 200, 0), cp.subset(d, 200, 0), cp.subset(d, 200, 1)
+    assert len(a.train_pairs) == 200 and a.train_pairs == b.train_pairs != c.train_pairs
+    assert a.vocab is d.vocab and a.test is d.test and cp.subset(d, 10 ** 6, 0) is d
+    assert sum(len(x) for x, _ in a.train.values()) == 200
+
+
+def test_crossover_of_known_lines():
+    sizes = [1000, 2000, 4000]
+    lookup = np.full((3, 3), 0.12)
+    # gap = -0.03 + 0.01 * log2(n / 1000): zero at n = 8,000; three seeds with a little spread
+    cnn = np.array([[0.09 + 0.01 * k + e for e in (-0.001, 0.0, 0.001)] for k in range(3)])
+    cr = cp.crossover(sizes, cnn, lookup, at=64000)
+    assert cr["n_star"] == pytest.approx(8000, rel=1e-6)
+    assert cr["lo"] < 8000 < cr["hi"] and np.allclose(cr["slope"], 0.01)
+    assert np.allclose(cr["gap_at"], [0.029, 0.03, 0.031])
+    flat = cp.crossover(sizes, np.full((3, 3), 0.10), lookup, at=64000)   # the gap never closes
+    assert flat["n_star"] == math.inf
+
+
+def test_claims_rows_from_a_hand_made_result(monkeypatch):
+    import dlbook.claims
+    from dlbook.claims import Claims
+
+    monkeypatch.setattr(dlbook.claims, "sample_data_used", lambda: [])  # earlier tests read the sample
+
+    sizes, seeds = [100, 200, 400], [0, 1, 2]
+    best = lambda a: {"ce": 6.0, "acc_copy": a, "acc_post": a - 0.04, "acc_exempt": a}
+    sc = cp.Scaling(sizes, seeds, {n: [best(0.05 + 0.01 * k + 0.001 * s) for s in seeds] for k, n in enumerate(sizes)},
+                    {n: [100] * 3 for n in sizes}, {n: [0.1 + 0.002 * k] * 3 for k, n in enumerate(sizes)}, {})
+    shares = {"human": {"all": 1.0}, "CNN, copy": {"all": 0.5}}
+    r = {"format": {"files": {"a": {"lines": 2, "trailing_space": 2}}, "pairs": 2, "equal_length": 2},
+         "V": 4359, "subset": True, "n_params": 5, "param_formula": 5, "n_test": 10, "c6_bad": 0, "copy_bad": 0,
+         "n_comma": 3, "acc_comma": [0.05, 0.1, 0.11], "gap_exempt_post": [0.04, 0.041, 0.039], "punct_share": 0.04,
+         "ce_1000": [6.0, 6.1, 5.9], "ce_0": [8.4] * 3, "best_step": [2000] * 3, "best_ce": [5.8, 5.8, 5.9],
+         "best_acc": [0.09, 0.1, 0.1], "scaling": sc,
+         "cross": cp.crossover(sizes, sc.acc("cnn"), sc.acc("lookup"), 770_491), "n_test_all": 40,
+         "overlap_cnn": [0.1, 0.11, 0.12], "overlap_lookup": 0.2, "doubling_ratio": [3.0, 4.0, 5.0], "shares": shares,
+         "speed_ratios": [0.7, 0.75, 0.72, 0.71], "speed_device": "cpu",
+         "c11": {"steps": 1000, "cnn_steps_time": 720.0, "lstm_steps": [6.5, 6.6, 6.4], "cnn_steps": [6.0, 6.1, 5.9],
+                 "lstm_time": [6.5, 6.6, 6.4], "cnn_time": [6.3, 6.3, 6.2]}}
+    cl = Claims("04", profile="cpu", quiet=True).extend(cp.claims(r))
+    v = {c.id: c.verdict for c in cl.items}
+    assert v["C9a"] == "PASS" and v["C9-lookup"] == "FAIL" and v["C10"] == "FAIL" and v["C11-speed"] == "FAIL"
+    assert v["S-slope"] == "PASS" and v["C11-loss-steps"] == "PASS" and v["C10-double"] == "FAIL"
+    assert v["C6"] == "holds by construction" and v["C9b"] == "a property of the data"
+    r["c11"]["cnn_time"] = [float("nan")] * 3       # the CNN stopped before the equal-time step
+    assert Claims("04", profile="cpu", quiet=True).extend(cp.claims(r))["C11-loss-time"].verdict.startswith("n/a")
