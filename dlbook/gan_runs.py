@@ -295,9 +295,7 @@ def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageM
     ``kid``, ``kid_se``) and keep a grid of 64 samples from fixed noise."""
     method = as_method(desc or "run", method)
     torch.manual_seed(seed)
-    channels = data.shape[1]
-    G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, cfg.gen_norm)
-    T = gan.ConvCritic(cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, method.critic_norm)
+    G, T = image_nets(cfg, data.shape[1], method.critic_norm)
     n_critic = method.n_critic or method.loss.n_critic
     loop = LoopConfig(steps=cfg.steps, batch=cfg.batch, n_critic=n_critic, z_dim=cfg.z_dim, lr=method.lr or cfg.lr,
                       betas=method.betas or cfg.betas, log_every=max(1, cfg.eval_every // 10), eval_every=cfg.eval_every,
@@ -316,6 +314,29 @@ def image_run(cfg: ImageConfig, data: ImageData, method: Method, metric: "ImageM
     run = train_gan(G, T, method.loss, data.sample, loop, seed=seed, device=device, evaluate=evaluate,
                     snapshot=snapshot, checkpoint=checkpoint, run_key=key, desc=desc)
     run.G, run.T = G.cpu(), T.cpu()  # kept for inspection, off the accelerator
+    return run
+
+
+def image_nets(cfg: ImageConfig, channels: int, critic_norm: str) -> tuple[nn.Module, nn.Module]:
+    """The DCGAN-style generator and critic of ``cfg`` (freshly initialised from torch's RNG)."""
+    G = gan.ConvGenerator(cfg.z_dim, cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, cfg.gen_norm)
+    T = gan.ConvCritic(cfg.img_size, channels, cfg.base, cfg.max_ch, cfg.kernel, critic_norm)
+    return G, T
+
+
+def _pack_nets(run: GANRun) -> GANRun:
+    """A worker's run with its nets as state dicts (and train/eval mode): a spectrally
+    normalised critic is a torch parametrisation, and those do not pickle."""
+    run.G, run.T = ({"state": m.state_dict(), "training": m.training} for m in (run.G, run.T))
+    return run
+
+
+def _unpack_nets(run: GANRun, cfg: ImageConfig, channels: int, critic_norm: str) -> GANRun:
+    G, T = image_nets(cfg, channels, critic_norm)
+    for net, packed in ((G, run.G), (T, run.T)):
+        net.load_state_dict(packed["state"])
+        net.train(packed["training"])
+    run.G, run.T = G, T
     return run
 
 
@@ -408,7 +429,8 @@ def image_experiment(cfg: ImageConfig, table: Mapping[str, Any], device=None,
     with cpu_threads(cfg.threads, dev):
         metric = image_metric(cfg, dev) if procs.main else None  # trains and caches the classifier once
         if cfg.workers > 1 and procs.world == 1 and dev.type == "cpu" and len(items) > 1:
-            done = run_jobs(_image_entry, items, cfg.workers, "image runs")
+            done = [_unpack_nets(r, c, data.shape[1], as_method(name, row).critic_norm)
+                    for (c, name, row, _, _), r in zip(items, run_jobs(_image_entry, items, cfg.workers, "image runs"))]
         else:
             done = [image_run(c, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}")
                     for c, name, row, seed, ck in items]
@@ -426,7 +448,7 @@ def _image_entry(item: tuple) -> GANRun:
         warnings.simplefilter("ignore")  # the parent has said everything there is to say about the data
         data = load_image_data(cfg)
         metric = image_metric(cfg, dev, progress=False)
-        return image_run(cfg, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}", progress=False)
+        return _pack_nets(image_run(cfg, data, row, metric, seed, dev, ck, desc=f"{name} s{seed}", progress=False))
 
 
 def image_metric(cfg: ImageConfig, device=None, progress: bool = True) -> ImageMetric:

@@ -411,13 +411,18 @@ def test_image_runs_in_worker_processes_repeat_the_runs_of_one_process(cache):
     cfg = gr.ImageConfig(data="mnist", img_size=16, fit="resize", n_train=None, z_dim=8, base=4, max_ch=8, batch=8,
                          steps=3, eval_every=3, n_eval=32, seeds=(0, 1), threads=1,
                          classifier=gr.ClassifierRecipe(width=8, epochs=1))
-    table = {"WGAN-div": gr.Method(gan.WGANDiv(separate=True), 1, "bn")}
+    # an SN critic too: a torch parametrisation does not pickle, so workers send the nets as state dicts
+    table = {"WGAN-div": gr.Method(gan.WGANDiv(separate=True), 1, "bn"), "WGAN-SN": gr.Method(gan.WGAN(), 1, "sn")}
     one = gr.image_experiment(cfg, table, device="cpu")
     two = gr.image_experiment(replace(cfg, workers=2), table, device="cpu")
-    assert list(two.runs) == list(one.runs) == [("WGAN-div", 0), ("WGAN-div", 1)]
+    assert list(two.runs) == list(one.runs) == [(n, s) for n in table for s in (0, 1)]
     for k in one.runs:
         assert two.runs[k].curve("fd")[1].tolist() == one.runs[k].curve("fd")[1].tolist()
         assert two.runs[k].history["critic"] == one.runs[k].history["critic"]
+        for a, b in ((one.runs[k].G, two.runs[k].G), (one.runs[k].T, two.runs[k].T)):
+            assert type(a) is type(b) and a.training == b.training
+            sa, sb = a.state_dict(), b.state_dict()
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[n], sb[n]) for n in sa)
     assert {k: v for k, v in two.metric.items() if k != "cached"} == {k: v for k, v in one.metric.items() if k != "cached"}
     assert one.initial("WGAN-div") == [one.runs[("WGAN-div", s)].at("fd", 0) for s in (0, 1)]
     assert one.ratio("WGAN-div") == pytest.approx([b / a for a, b in zip(one.initial("WGAN-div"),

@@ -3,47 +3,23 @@ C2): PyTorch's power-iteration estimates, the convolutions' operator norms and t
 largest input gradient."""
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import torch
 from torch import nn
 
-from .. import gan, gan_runs as gr
+from .. import gan_runs as gr
 from .norms import as_matrix, conv_operator_norm, grad_norms
 from .settings import Config, image_table
-
-_toolkit_entry = gr._image_entry  # the toolkit's worker body, as imported (unpatched) in each process
-
-
-def _entry_state_dicts(item) -> gr.GANRun:
-    """The toolkit's worker body with the nets sent back as state dicts: a spectrally
-    normalised critic is a torch parametrisation, and those do not pickle."""
-    run = _toolkit_entry(item)
-    run.G, run.T = run.G.state_dict(), run.T.state_dict()
-    return run
 
 
 def image_experiment(cfg: Config) -> gr.ImageResult:
     """L12 through `dlbook.gan_runs.image_experiment` on ``cfg.image`` and `image_table`, in
-    the toolkit's worker pool (``cfg.image.workers`` processes of ``cfg.image.threads``). The
-    pool's worker body is wrapped for the call so that the trained nets come back (as state
-    dicts, rebuilt here) with the runs."""
-    with mock.patch.object(gr, "_image_entry", _entry_state_dicts):
-        res = gr.image_experiment(cfg.image, image_table(cfg))
-    for (name, _), r in res.runs.items():
-        if isinstance(r.T, dict):
-            r.G, r.T = _image_nets(cfg, name, res.x_shape[1], {"G": r.G, "T": r.T})
+    the toolkit's worker pool (``cfg.image.workers`` processes of ``cfg.image.threads``); the
+    trained nets come back with the runs, in eval mode for the probes below."""
+    res = gr.image_experiment(cfg.image, image_table(cfg))
+    for r in res.runs.values():
+        r.G.eval(), r.T.eval()
     return res
-
-
-def _image_nets(cfg: Config, name: str, channels: int, states: dict) -> tuple[nn.Module, nn.Module]:
-    ic, row = cfg.image, image_table(cfg)[name]
-    G = gan.ConvGenerator(ic.z_dim, ic.img_size, channels, ic.base, ic.max_ch, ic.kernel, ic.gen_norm)
-    T = gan.ConvCritic(ic.img_size, channels, ic.base, ic.max_ch, ic.kernel, row.critic_norm)
-    G.load_state_dict(states["G"])
-    T.load_state_dict(states["T"])
-    return G.eval(), T.eval()
 
 
 def sn_layers(T: nn.Module, img_size: int, iters: int = 200) -> list[dict]:
