@@ -102,7 +102,7 @@ def test_toy_table_covers_w7_and_w8():
     table = wd.image_table(full)
     assert len(table) == 10 and table["wgan-gp"].n_critic == 5 and table["wgan-gp"].critic_norm == "ln"
     assert (table["wgan-gp"].lr, table["wgan-gp"].betas) == (1e-4, (0.5, 0.9))
-    assert "wgan-gp" in wd.image_table(cpu) and wd.image_table(cpu)["wgan-gp"][1:] == table["wgan-gp"][1:]
+    assert "wgan-gp" in wd.image_table(wd.config("smoke")) and "wgan-gp" not in wd.image_table(cpu)
     div = wd.image_table(cpu)["wgan-div k=2 p=6"]
     assert div.loss.separate and div.loss.strategy == "pool" and div.critic_norm == "bn"  # as the post's code
 
@@ -146,9 +146,9 @@ def test_seeds_count_from_the_notebook_seed():
     from dlbook.config import seeded
 
     cfg = seeded(wd.config("cpu"), 7)
-    assert cfg.seeds == (7, 8, 9, 10) and cfg.gp_seeds == cfg.seeds and cfg.image.seeds == (7, 8, 9)
+    assert cfg.seeds == (7, 8, 9) and cfg.gp_seeds == cfg.seeds and cfg.image.seeds == (7, 8, 9)
     keys = {j.key for j in wd.toy_table(cfg)}
-    assert ("8gaussians", "wgan-gp", "interp", 10) in keys and all(k[3] >= 7 for k in keys)
+    assert ("8gaussians", "wgan-gp", "interp", 9) in keys and all(k[3] >= 7 for k in keys)
 
 
 def _fake_results(div_sweep, gp_sweep=None, first=(1500, 2000, 1500), gp_modes=(8, 0, 7)):
@@ -180,6 +180,11 @@ def test_claims_decide_by_the_rule():
     assert rows["I1a"].verdict == "PASS" and rows["I1a"].estimate < 0 and rows["I1b"].kind == "experiment"
     assert rows["W8b"].measured == "3/3 vs 1/3" and rows["W8b"].verdict == "INCONCLUSIVE"
     assert "9 ± 7" in rows["I1-floor"].measured  # the floor's KID carries its error
+    alone = _fake_results(flat)
+    alone["image"].update(gp=None, trend={"steps": [200, 400, 600], "slope": [-1.0] * 3, "reach": [9000.0] * 3})
+    rows = {c.id: c for c in wd.claims(alone)}
+    assert rows["I1a"].verdict == "FAIL" and rows["I1a"].estimate == pytest.approx(810 / 39)  # FD / floor
+    assert rows["I1b"].kind == "experiment" and "9e+03" in rows["I1-trend"].measured
     apart = dict(flat, fake=[0.60, 0.61, 0.62])  # one strategy 0.2 below the rest: not equivalent
     assert {c.id: c for c in wd.claims(_fake_results(apart))}["W8a"].verdict == "FAIL"
     gp = {st: [0.1 * i + 0.05 * j for j in range(3)] for i, st in enumerate(wd.gan.STRATEGIES)}
