@@ -30,31 +30,50 @@ from .train import CheckpointError, History, NonFiniteLoss, load_checkpoint, req
 
 # ======================================================================== 2-D toys
 
+# The toy's loop settings are LoopConfig's fields: ToyConfig keeps them under the same names (the
+# toy's own defaults where it trains longer on larger batches), LoopConfig checks them, and
+# `ToyConfig.loop` is the one place that turns them into a run's LoopConfig.
+TOY_LOOP = ("steps", "batch", "lr", "betas", "eval_every")
+
+
 @dataclass(frozen=True)
 class ToyConfig(Settings):
-    """Settings shared by every toy run of a chapter: data, nets, optimiser, evaluation."""
+    """Settings shared by every toy run of a chapter: data, nets, optimiser, evaluation. The
+    loop's settings (`TOY_LOOP`: generator steps, batch, Adam's lr and betas, evaluation period)
+    are those of `LoopConfig`, checked by it and handed to it by `loop`."""
 
     data: str = "8gaussians"
     steps: int = 4000  # generator steps (a job may ask for another number)
     batch: int = 256
     width: int = 128
     depth: int = 3
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    eval_every: int = 500
+    lr: float = LoopConfig.lr
+    betas: tuple[float, float] = LoopConfig.betas
+    eval_every: int = LoopConfig.eval_every
     n_eval: int = 4000
     n_show: int = 1500
     field_n: int = 101
     workers: int = 2
 
-    SIZES = ("steps", "batch", "width", "depth", "eval_every", "n_eval", "n_show", "field_n", "workers")
-    POSITIVE = ("lr",)
-    UNIT = ("betas",)
+    SIZES = ("width", "depth", "n_eval", "n_show", "field_n", "workers")  # the loop's own: LoopConfig's to check
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.data not in gan.TOYS:
             raise ValueError(f"ToyConfig: unknown toy data {self.data!r}: choose one of {', '.join(gan.TOYS)}")
+        try:
+            self.loop()
+        except ConfigError as e:  # LoopConfig's message, said of the config the reader built
+            raise ConfigError(str(e).replace("LoopConfig", "ToyConfig", 1)) from None
+
+    def loop(self, n_critic: int = 1, steps: int | None = None, lr: float | None = None,
+             betas: tuple[float, float] | None = None) -> LoopConfig:
+        """The `LoopConfig` of one toy run: this config's `TOY_LOOP` settings, where a job sets
+        its own ``steps``, ``lr`` or ``betas`` (None: the config's) those, ``n_critic`` critic
+        updates per generator update, 2-D noise, a log every tenth of an evaluation period."""
+        own = {name: getattr(self, name) for name in TOY_LOOP}
+        own.update({k: v for k, v in dict(steps=steps, lr=lr, betas=betas).items() if v is not None})
+        return LoopConfig(**own, n_critic=n_critic, z_dim=2, log_every=max(1, self.eval_every // 10), progress=False)
 
     def smoke(self) -> "ToyConfig":
         """The same toy with tiny nets for a few steps, in one process: what CI runs."""
@@ -99,9 +118,7 @@ def _toy_job(job: ToyJob, cfg: ToyConfig) -> GANRun:
     torch.manual_seed(job.seed)
     G = gan.mlp(2, 2, cfg.width, cfg.depth, "relu")
     T = gan.mlp(2, 1, cfg.width, cfg.depth, "lrelu", norm=job.critic_norm)
-    loop = LoopConfig(steps=job.steps or cfg.steps, batch=cfg.batch, n_critic=job.n_critic or job.loss.n_critic,
-                      z_dim=2, lr=job.lr or cfg.lr, betas=job.betas or cfg.betas, log_every=max(1, cfg.eval_every // 10),
-                      eval_every=cfg.eval_every, progress=False)
+    loop = cfg.loop(job.n_critic or job.loss.n_critic, job.steps, job.lr, job.betas)
     zeval = torch.randn(cfg.n_eval, 2, generator=torch.Generator().manual_seed(10_000 + job.seed))
     xeval = data.sample(cfg.n_eval, torch.Generator().manual_seed(20_000 + job.seed))
 

@@ -301,7 +301,7 @@ class ClassifierFID(ImageMetric):
                                f"{r.epochs} epochs on {what}, seed {r.seed}) with test accuracy "
                                f"{100 * self.accuracy:.1f}% on {self.reference}; reference: {self.n_reference} "
                                f"images; floor on {self.floor['n']} held-out real images: "
-                               f"{self.floor['fd']:.3g} (KID {self.floor['kid']:.2g})")}
+                               f"{self.floor['fd']:.3g} (KID {self.floor['kid']:.2g} ± {self.floor['kid_se']:.2g})")}
 
 
 class InceptionFID(ImageMetric):

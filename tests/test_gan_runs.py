@@ -249,6 +249,27 @@ def test_a_diverging_gan_stops_with_a_clear_error():
 # ---------------------------------------------------------------- toys and jobs
 
 
+def test_toy_config_takes_its_loop_settings_from_loop_config():
+    from dataclasses import fields
+
+    loop_fields = {f.name: f.type for f in fields(gr.LoopConfig)}
+    toy_fields = {f.name: f.type for f in fields(gr.ToyConfig)}
+    assert all(toy_fields[n] == loop_fields[n] for n in gr.TOY_LOOP)  # the same names and types
+    assert not set(gr.TOY_LOOP) & set(gr.ToyConfig.SIZES + gr.ToyConfig.POSITIVE + gr.ToyConfig.UNIT)
+    cfg = gr.ToyConfig()
+    assert (cfg.lr, cfg.betas, cfg.eval_every) == (gr.LoopConfig.lr, gr.LoopConfig.betas, gr.LoopConfig.eval_every)
+    assert (cfg.steps, cfg.batch) == (4000, 256)  # the toy's own defaults, as before
+    loop = cfg.loop(5, lr=1e-4, betas=(0.5, 0.9))
+    assert isinstance(loop, gr.LoopConfig)
+    assert (loop.steps, loop.batch, loop.n_critic, loop.z_dim, loop.lr, loop.betas, loop.eval_every, loop.log_every) \
+        == (4000, 256, 5, 2, 1e-4, (0.5, 0.9), 500, 50)
+    assert cfg.loop(steps=7).steps == 7 and cfg.loop().lr == cfg.lr and not cfg.loop().progress
+    for bad, match in [(dict(steps=0), "steps"), (dict(batch=-4), "batch"), (dict(lr=0.0), "lr"),
+                       (dict(betas=(0.5, 1.5)), "betas"), (dict(eval_every=2.5), "eval_every")]:
+        with pytest.raises(ConfigError, match=f"ToyConfig: {match}"):
+            gr.ToyConfig(**bad)
+
+
 def test_toy_experiment_keys_runs_by_job_and_refuses_repeats():
     cfg = gr.ToyConfig(steps=10, batch=32, width=16, depth=2, eval_every=5, n_eval=100, n_show=50, field_n=11,
                        workers=1)

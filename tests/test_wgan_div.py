@@ -92,13 +92,17 @@ def test_toy_table_covers_w7_and_w8():
     assert all(("wgan-div", st, s) in keys for st in wd.gan.STRATEGIES for s in cpu.sweep_seeds)
     assert len(cpu.seeds) >= 3 and len(cpu.sweep_seeds) >= 3 and len(cpu.gp_seeds) >= 3
     gp = [j for j in jobs if j.key[1] == "wgan-gp"]
-    # WGAN-GP gets WGAN-div's budget in every count on cpu: 4,000 steps, one critic step each
-    assert all(j.n_critic == 1 and j.steps == cpu.toy.steps for j in gp) and len(gp) == len(cpu.gp_seeds)
+    # WGAN-GP on its paper's recipe under every profile: 5:1, Adam 1e-4, beta = (0.5, 0.9)
+    recipe = lambda j: (j.n_critic, j.lr, j.betas) == (5, 1e-4, (0.5, 0.9))
+    assert all(recipe(j) and j.steps == cpu.gp_steps for j in gp) and len(gp) == len(cpu.gp_seeds)
+    assert cpu.gp_steps % cpu.toy.eval_every == 0 and cpu.gp_steps <= cpu.toy.steps  # read at equal steps
     full = wd.config("full")
     gp_full = [j for j in wd.toy_table(full) if j.key[1] == "wgan-gp"]
-    assert {j.key[2] for j in gp_full} == set(wd.gan.STRATEGIES) and all(j.n_critic == 5 for j in gp_full)
+    assert {j.key[2] for j in gp_full} == set(wd.gan.STRATEGIES) and all(recipe(j) for j in gp_full)
     table = wd.image_table(full)
     assert len(table) == 10 and table["wgan-gp"].n_critic == 5 and table["wgan-gp"].critic_norm == "ln"
+    assert (table["wgan-gp"].lr, table["wgan-gp"].betas) == (1e-4, (0.5, 0.9))
+    assert "wgan-gp" in wd.image_table(wd.config("smoke")) and "wgan-gp" not in wd.image_table(cpu)
     div = wd.image_table(cpu)["wgan-div k=2 p=6"]
     assert div.loss.separate and div.loss.strategy == "pool" and div.critic_norm == "bn"  # as the post's code
 
@@ -107,7 +111,10 @@ def test_image_settings_match_chapter_06():
     from dlbook import gan_qp
 
     a, b = wd.config("cpu").image, gan_qp.config("cpu").image
-    assert a == b  # the same nets, data, budget and seeds: the classifier-FIDs compare across chapters
+    # the same data, nets and metric: the classifier-FIDs compare across chapters (seeds and budgets may differ)
+    same = ("data", "img_size", "fit", "n_train", "z_dim", "base", "max_ch", "kernel", "gen_norm", "batch", "n_eval",
+            "metric", "classifier")
+    assert all(getattr(a, f) == getattr(b, f) for f in same)
     assert len(a.seeds) >= 3 and a.workers == 2 and a.threads == 1
 
 
@@ -133,3 +140,53 @@ def test_toy_job_smoke():
     assert all(0 <= q <= 1 for q in r.evals["quality"])
     assert r.snapshots[20]["field"][1].shape == (cfg.field_n, cfg.field_n)
     assert np.all(np.isfinite(r.history["critic"]))
+
+
+def test_seeds_count_from_the_notebook_seed():
+    from dlbook.config import seeded
+
+    cfg = seeded(wd.config("cpu"), 7)
+    assert cfg.seeds == (7, 8, 9) and cfg.gp_seeds == cfg.seeds and cfg.image.seeds == (7, 8, 9)
+    keys = {j.key for j in wd.toy_table(cfg)}
+    assert ("8gaussians", "wgan-gp", "interp", 9) in keys and all(k[3] >= 7 for k in keys)
+
+
+def _fake_results(div_sweep, gp_sweep=None, first=(1500, 2000, 1500), gp_modes=(8, 0, 7)):
+    n = len(first)
+    sweep = {"steps": 2500, "seeds": list(range(n)), "div": div_sweep}
+    if gp_sweep is not None:
+        sweep.update(gp_seeds=list(range(n)), gp=gp_sweep)
+    run = lambda v: {"fd": list(v), "kid": [x / 2 for x in v], "kid_se": [1.0] * n, "seconds": [1.0] * n}
+    return {"profile": "cpu", "data": "8gaussians", "n_modes": 8, "steps": 4000, "seeds": list(range(n)), "late": 4500,
+            "first8": {"pool": list(first), "interp": list(first)},
+            "quality": {"pool": [0.8, 0.82, 0.85], "interp": [0.8, 0.81, 0.83]},
+            "sgan": {"modes": [8, 7, 6], "quality": [0.9, 0.8, 0.6]},
+            "gp": {"seeds": list(range(n)), "steps": 3000, "n_critic": 5, "lr": 1e-4, "betas": [0.5, 0.9], "at": 3000,
+                   "modes": list(gp_modes), "quality": [0.7, 0.0, 0.6], "div_modes": [8] * n},
+            "sweep": sweep,
+            "image": {"data": "mnist", "size": 32, "steps": 600, "seeds": list(range(n)), "metric": "classifier-FID",
+                      "accuracy": 0.98, "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000},
+                      "runs": {"div": run([300, 280, 230]), "gp": run([500, 520, 480])}, "div": "div", "gp": "gp",
+                      "grid": []}}
+
+
+def test_claims_decide_by_the_rule():
+    flat = {st: [0.80, 0.82, 0.81] for st in wd.gan.STRATEGIES}
+    flat["fake"] = [0.81, 0.82, 0.80]
+    rows = {c.id: c for c in wd.claims(_fake_results(flat))}
+    assert rows["W7a"].verdict == "PASS" and rows["W7b"].verdict == "PASS"  # below 2,500 steps, above 0.6
+    assert rows["W8a"].verdict == "PASS" and "15 pairs" in rows["W8a"].rule  # every pair inside +-0.05
+    assert rows["W8"].verdict.startswith("n/a") and rows["W9"].verdict.startswith("n/a")
+    assert rows["I1a"].verdict == "PASS" and rows["I1a"].estimate < 0 and rows["I1b"].kind == "experiment"
+    assert rows["W8b"].measured == "3/3 vs 1/3" and rows["W8b"].verdict == "INCONCLUSIVE"
+    assert "9 ± 7" in rows["I1-floor"].measured  # the floor's KID carries its error
+    alone = _fake_results(flat)
+    alone["image"].update(gp=None, trend={"steps": [200, 400, 600], "slope": [-1.0] * 3, "reach": [9000.0] * 3})
+    rows = {c.id: c for c in wd.claims(alone)}
+    assert rows["I1a"].verdict == "FAIL" and rows["I1a"].estimate == pytest.approx(810 / 39)  # FD / floor
+    assert rows["I1b"].kind == "experiment" and "9e+03" in rows["I1-trend"].measured
+    apart = dict(flat, fake=[0.60, 0.61, 0.62])  # one strategy 0.2 below the rest: not equivalent
+    assert {c.id: c for c in wd.claims(_fake_results(apart))}["W8a"].verdict == "FAIL"
+    gp = {st: [0.1 * i + 0.05 * j for j in range(3)] for i, st in enumerate(wd.gan.STRATEGIES)}
+    w8 = {c.id: c for c in wd.claims(_fake_results(flat, gp))}["W8"]
+    assert w8.kind == "experiment" and w8.n == 3 and w8.estimate < 0
