@@ -274,7 +274,7 @@ def _fake_results(q10=0.85, qb=0.8, modes_b=7):
 
 def test_claims_decide_by_the_books_rule():
     cl = {c.id: c for c in Q.claims(_fake_results())}
-    assert {"Q7", "Q7q", "Q7-1:1", "Q8", "Q8b", "Q8s", "Q9", "Q10", "Q4-toy", "Q11", "Q11k", "R11-floor"} <= set(cl)
+    assert {"Q7", "Q7q", "Q7-1:1", "Q8", "Q8b", "Q8s", "Q9", "Q10", "Q4-toy", "Q11", "Q11k", "R11-floor", "Q11-faces"} <= set(cl)
     assert cl["Q7q"].verdict == "PASS" and cl["Q7-1:1"].verdict == "PASS" and cl["Q4-toy"].verdict == "PASS"
     assert cl["Q8"].verdict == "PASS"  # 3500 vs 1500 steps in every seed
     assert cl["Q8s"].verdict == "PASS"  # identical quality at lambda = 1 and scaled lambda = 100

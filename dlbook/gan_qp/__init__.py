@@ -419,7 +419,7 @@ class Config(Settings):
 
 CONFIGS = {
     "smoke": Config(_TOY.smoke(), ImageConfig().smoke(), seeds=(0,), collapse_seeds=(0,), fail_seeds=(0,),
-                    ablation_seeds=(0,), compare=("wgan-gp",)),
+                    ablation_seeds=(0,)),
     # MNIST 32x32, the book's default image setting (16 to 64 channels), four seeds side by side in
     # two processes of one thread each (two OpenMP threads on a shared 2-core machine made these
     # small convs much slower); WGAN-GP on its own recipe for the same generator steps.

@@ -132,9 +132,12 @@ def _image_claims(im: dict) -> list[C.Claim]:
                                   f"times the floor; KID per seed ± jackknife error",
                         f"FD {fd.mean():.3g} [{lo:.3g}, {hi:.3g}], {fd.mean() / fl['fd']:.0f}× the floor; KID "
                         + ", ".join(f"{k:.3g} ± {e:.2g}" for k, e in zip(qp["kid"], qp["kid_se"]))))
+    faces = [] if im["data"] == "celeba" else [C.not_decided(
+        "Q11-faces", "faces (CelebA 64²): GAN-QP's FD below WGAN-GP's, SGAN-SN reported, equal generator steps",
+        "full profile")]
     if "WGAN-GP" not in runs:
         return out + [C.not_decided("Q11", f"GAN-QP below WGAN-GP at equal generator steps ({where})",
-                                    "WGAN-GP not run")]
+                                    "WGAN-GP not run")] + faces
     gp = runs["WGAN-GP"]
     for cid, key, name in (("Q11", "fd", im["metric"]), ("Q11k", "kid", im["kid_name"])):
         out.append(C.experiment(cid, f"GAN-QP's final {name} is below WGAN-GP's (own recipe), {where}: GAN-QP minus "
@@ -147,7 +150,4 @@ def _image_claims(im: dict) -> list[C.Claim]:
         sn = runs["SGAN-SN"]
         out.append(C.report("R11-sn", f"SGAN-SN at the end, {where}: FD per seed; KID per seed",
                             ", ".join(f"{v:.3g}" for v in sn["fd"]) + "; KID " + ", ".join(f"{k:.3g}" for k in sn["kid"])))
-    if im["data"] != "celeba":
-        out.append(C.not_decided("Q11-faces", "faces (CelebA 64²): GAN-QP's FD below WGAN-GP's, SGAN-SN reported, "
-                                              "equal generator steps", "full profile"))
-    return out
+    return out + faces
