@@ -65,6 +65,16 @@ def test_stored_outputs_hold_no_absolute_paths(ipynb):
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figures_were_drawn_with_every_glyph(ipynb):
+    """A figure recorded without a font for its text (Chinese on a machine with no CJK font)
+    shows empty boxes; matplotlib says so on stderr, which the record step keeps."""
+    bad = [i for i, c in enumerate(_cells(ipynb)) if c["cell_type"] == "code"
+           for o in c.get("outputs", []) if "missing from font" in _text(o)]
+    assert not bad, (f"{ipynb.name}: cells {sorted(set(bad))} drew figures with missing glyphs; install a font "
+                     "for them (Debian: apt-get install fonts-noto-cjk) and record again")
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_progress_bars_are_stored(ipynb):
     nb = json.loads(ipynb.read_text())
     state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
