@@ -77,7 +77,7 @@ def plot_critic(ax, field_, fake=None, data: gan.Toy2D | None = None, levels: Se
 
 def plot_image_curves(result: ImageResult, key: str = "fd", x: str = "step", ax=None, floor: bool = True,
                       log: bool = True):
-    """Mean over seeds (line) and min-max over seeds (band) of ``key`` ('fd', 'kid') against
+    """Mean over seeds (line) and min-max over seeds (band) of ``key`` ('fd', 'kid', 'confident') against
     generator ``step`` or training wall time (``x='seconds'``), one line per method; the floor
     of held-out real images as a dotted line."""
     import matplotlib.pyplot as plt
@@ -95,7 +95,8 @@ def plot_image_curves(result: ImageResult, key: str = "fd", x: str = "step", ax=
     if floor and result.metric and key in result.metric.get("floor", {}):
         ax.axhline(result.metric["floor"][key], c="k", ls=":", lw=0.8, label="held-out real images")
     names = {"fd": result.metric.get("name", "FD") if result.metric else "FD",
-             "kid": result.metric.get("kid_name", "KID") if result.metric else "KID"}
+             "kid": result.metric.get("kid_name", "KID") if result.metric else "KID",
+             "confident": "share read as one class (p ≥ 0.9)"}
     ax.set_ylabel(names.get(key, key))
     ax.set_xlabel("generator step" if x == "step" else "training wall time (s)")
     if log:

@@ -168,6 +168,7 @@ class ClassifierFID(ImageMetric):
 
     name = "classifier-FID"
     MAX_REFERENCE = 10_000
+    CONFIDENT = 0.9  # "a recognisable image": the classifier gives one class at least this probability
 
     def __init__(self, data: str, img_size: int, fit: str = "resize", recipe: ClassifierRecipe = ClassifierRecipe(),
                  n_eval: int = 1000, n_train: int | None = None, device=None,
@@ -219,7 +220,7 @@ class ClassifierFID(ImageMetric):
         self._reference(feats.numpy())
         self.n_reference, self.reference = len(x_ref), ref_name
         n_floor = min(n_eval, len(held))
-        self.floor = dict(self.score_features(self._forward(held[:n_floor], uint8=True)[0].numpy()), n=n_floor)
+        self.floor = dict(self._score(*self._forward(held[:n_floor], uint8=True)), n=n_floor)
         self.task = "labels" if self.labelled else "rotation prediction"
 
     def _build(self, channels: int, n_classes: int) -> FeatureClassifier:
@@ -285,11 +286,27 @@ class ClassifierFID(ImageMetric):
             o.append(self.net.out(h).cpu())
         return torch.cat(f), torch.cat(o)
 
-    def features(self, x: torch.Tensor) -> np.ndarray:
+    def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.net.body[0].in_channels, self.img_size, self.img_size):
             raise ValueError(f"{self.name}: expected images (N, {self.net.body[0].in_channels}, {self.img_size}, "
                              f"{self.img_size}) in [-1, 1], got {tuple(x.shape)}")
+
+    def _score(self, feats: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
+        """FD and KID of the features; on labelled data also ``confident``: the share of images
+        the classifier assigns one class with probability >= `CONFIDENT` (readable as a digit,
+        a garment, ...), which FD and KID, distances between whole sets, do not say."""
+        out = self.score_features(feats.numpy())
+        if self.labelled:
+            out["confident"] = float((logits.softmax(1).amax(1) >= self.CONFIDENT).double().mean())
+        return out
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        self._check(x)
         return self._forward(x)[0].numpy()
+
+    def __call__(self, x_fake: torch.Tensor) -> dict[str, float]:
+        self._check(x_fake)
+        return self._score(*self._forward(x_fake))
 
     def describe(self) -> dict:
         r = self.recipe

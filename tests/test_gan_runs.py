@@ -369,6 +369,13 @@ def test_classifier_fid_ranks_noise_worse_than_held_out_digits(cache):
     m = gr.ClassifierFID("mnist", 32, "pad", gr.ClassifierRecipe(width=8, epochs=3), n_eval=200, progress=False)
     noise = m(torch.rand(200, 1, 32, 32) * 2 - 1)
     assert noise["fd"] > 3 * m.floor["fd"] and noise["kid"] > m.floor["kid"] + 3 * noise["kid_se"]
+    # held-out digits are read as one digit with confidence more often than noise (this small
+    # classifier is unsure of most: the recipe's reads 93 % of them with confidence)
+    assert 0 <= noise["confident"] < m.floor["confident"] <= 1
+    blank = m(-torch.ones(50, 1, 32, 32))
+    assert blank["confident"] in (0.0, 1.0)  # one image 50 times: all read alike
+    logits = torch.tensor([[5.0, 0.0], [0.0, 0.0]]).repeat(20, 1)  # 0.993 and 0.5 for the top class
+    assert m._score(torch.randn(40, m.net.out.in_features).double(), logits)["confident"] == 0.5
 
 
 def test_an_unlabelled_set_gets_a_rotation_classifier_and_a_held_out_reference(cache, monkeypatch):
@@ -387,6 +394,7 @@ def test_an_unlabelled_set_gets_a_rotation_classifier_and_a_held_out_reference(c
     assert m.task == "rotation prediction" and m.net.out.out_features == 4
     assert m.n_reference == 150 and m.floor["n"] == 100  # 300 held out: 150 reference, 150 for the floor
     assert m.accuracy > 0.9 and m.describe()["task"] == "rotation prediction"
+    assert "confident" not in m.floor  # rotations are not classes an image could be read as
 
 
 def test_inception_metric_falls_back_and_says_so(cache, monkeypatch):

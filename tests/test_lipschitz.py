@@ -350,9 +350,12 @@ def _synthetic_results(sn_better: bool = True) -> dict:
                             grad_x=c(0.48))}
     steps = [0.0, 200.0, 400.0, 600.0]
     fd = lambda end: [[1400.0, 1000.0, 800.0, end + 10 * i] for i in range(3)]
-    runs = {"WGAN-SN": {"step": steps, "fd": fd(500 if sn_better else 900), "kid": fd(200), "seconds": [50.0] * 3},
-            "WGAN-GP": {"step": steps, "fd": fd(700), "kid": fd(300), "seconds": [250.0] * 3},
-            "WGAN + projection": {"step": steps, "fd": fd(1200), "kid": fd(500), "seconds": [45.0] * 3}}
+    share = lambda end: [[0.0, 0.1, 0.3, end + 0.01 * i] for i in range(3)]
+    runs = {"WGAN-SN": {"step": steps, "fd": fd(500 if sn_better else 900), "kid": fd(200), "seconds": [50.0] * 3,
+                        "confident": share(0.7)},
+            "WGAN-GP": {"step": steps, "fd": fd(700), "kid": fd(300), "seconds": [250.0] * 3, "confident": share(0.2)},
+            "WGAN + projection": {"step": steps, "fd": fd(1200), "kid": fd(500), "seconds": [45.0] * 3,
+                                  "confident": share(0.1)}}
     rng = np.random.default_rng(0)
     return {"profile": "cpu", "seeds": seeds, "wd_grid": [0.0, 1e-3, 1e-2], "snr_grid": [1e-2], "lam_wd": 1e-3,
             "lam_snr": 1e-2, "clf": clf, "w1": 1.38, "steps": 100,
@@ -367,7 +370,8 @@ def _synthetic_results(sn_better: bool = True) -> dict:
             "l10_steps": 20, "times": {"toy": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))},
                                        "img": {"GP": list(2 + 0.1 * rng.random(50)), "SN": list(1 + 0.1 * rng.random(50))}},
             "image": {"steps": 600, "seeds": seeds, "metric": "classifier-FID",
-                      "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000}, "runs": runs},
+                      "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "confident": 0.93, "n": 1000},
+                      "runs": runs},
             "layers": [dict(c_in=1, c_out=8, size=32, sigma_hat=0.99, sigma=1.0, reshaped=1 / 0.99, operator=2.0)],
             "grads": dict(bound_op=1.8, bound_mat=0.27, on_data=0.6, quotient=0.65, after_ascent=0.68)}
 
@@ -384,6 +388,8 @@ def test_claims_decide_by_the_books_rule():
     assert got["L11a"].verdict == got["L11b"].verdict == "PASS"
     assert got["L12a-fd"].verdict == "PASS" and got["L12b"].verdict == "PASS" and got["L12c-fd"].verdict == "PASS"
     assert got["L12-full"].verdict == "n/a (full profile)"
-    assert got["L12p"].kind == "report" and "L12s-kid" in got
+    assert got["L12p"].kind == "report" and "L12s-kid" in got and "L12s-confident" in got
+    # readable digits: SN's 0.70-0.72 clear half the real share (0.465), GP's 0.20-0.22 fall short
+    assert got["L12r-sn"].verdict == "PASS" and got["L12r-gp"].verdict == "FAIL" and got["L12r"].kind == "report"
     assert lp.claims(_synthetic_results(sn_better=False))[0].id == "L6a"
     assert {c.id: c for c in lp.claims(_synthetic_results(sn_better=False))}["L12a-fd"].verdict == "FAIL"

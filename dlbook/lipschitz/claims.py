@@ -14,6 +14,10 @@ GP_OPT_MARGIN = 0.02   # L8e: |measured - predicted dual / W1| below 0.02 (the o
 OFF_EXCESS = 0.05     # L8f: "fails off the segments" read as a largest gradient norm 5 % above the penalised one
 STEP_RATIO = 1.2       # L11: GP / SN step time above 1.2
 PRED_STEPS = 20000     # L12: the brief's regime, for the extrapolated FD
+# L12r: "the samples are recognisable digits", made a number: the classifier behind the FD reads
+# at least half as many of them as one digit (probability >= ClassifierFID.CONFIDENT) as it
+# reads of held-out real digits. Half: a grid where most samples are readable to a person.
+READABLE_SHARE = 0.5
 METHODS = ("WGAN-SN", "WGAN-GP", "WGAN + projection")
 
 
@@ -38,6 +42,8 @@ def results_of(sup: dict, lam_wd: float, lam_snr: float, crit: dict, w1: float, 
     image["runs"] = {n: {"step": _lst(img.runs[(n, cfg.image.seeds[0])].curve("fd")[0]),
                          "fd": [_lst(img.runs[(n, s)].curve("fd")[1]) for s in cfg.image.seeds],
                          "kid": [_lst(img.runs[(n, s)].curve("kid")[1]) for s in cfg.image.seeds],
+                         **({"confident": [_lst(img.runs[(n, s)].curve("confident")[1]) for s in cfg.image.seeds]}
+                            if "confident" in img.runs[(n, cfg.image.seeds[0])].evals else {}),
                          "seconds": [float(img.runs[(n, s)].seconds) for s in cfg.image.seeds]} for n in img.names}
     return {"profile": profile, "seeds": seeds, "wd_grid": list(map(float, cc.wd_grid)),
             "snr_grid": list(map(float, cc.snr_grid)), "lam_wd": float(lam_wd), "lam_snr": float(lam_snr),
@@ -171,9 +177,19 @@ def _image_claims(r: dict) -> list:
         out.append(C.experiment(f"L12a-{k}", f"{head}: final {name}, WGAN-SN below WGAN-GP (SN {np.mean(last(sn, k)):.3g}"
                                              f", GP {np.mean(last(gp, k)):.3g}): difference, paired by seed",
                                 last(sn, k), last(gp, k), below=0.0))
+    if "confident" in f:
+        target = READABLE_SHARE * f["confident"]
+        for m, run in (("sn", sn), ("gp", gp)):
+            out.append(C.experiment(f"L12r-{m}", f"{head}: share of WGAN-{m.upper()}'s samples the classifier reads as "
+                                                 f"one digit (p ≥ 0.9), at least {READABLE_SHARE:g} × the real "
+                                                 f"images' {f['confident']:.2f}, per seed", last(run, "confident"),
+                                    above=target))
+        out.append(C.report("L12r", "share read as one digit (p ≥ 0.9) at the end, mean: SN / GP / projection / real",
+                            " / ".join(f"{np.mean(last(x, 'confident')):.2f}" for x in (sn, gp, pj))
+                            + f" / {f['confident']:.2f}"))
     steps = sn["step"]
     pick = [i for i in range(1, len(steps))]
-    for k, name in (("fd", "FD"), ("kid", "KID")):
+    for k, name in (("fd", "FD"), ("kid", "KID"), ("confident", "share read as one digit"))[:3 if "confident" in sn else 2]:
         txt = "; ".join(f"{int(steps[i])}: {np.mean([c[i] for c in sn[k]]):.3g} / {np.mean([c[i] for c in gp[k]]):.3g}"
                         for i in pick)
         out.append(C.report(f"L12s-{k}", f"mean {name} by generator step, SN / GP (the same runs)", txt))
