@@ -247,7 +247,7 @@ def test_seeds_follow_the_notebook_seed():
     from dlbook.config import seeded
 
     cfg = seeded(Q.config("cpu"), 7)
-    assert cfg.seeds == (7, 8, 9) and cfg.image.seeds == (7, 8, 9, 10) and cfg.ablation_seeds[0] == 7
+    assert cfg.seeds == (7, 8, 9) and cfg.image.seeds == tuple(range(7, 15)) and cfg.ablation_seeds[0] == 7
     keys = {j.key for j in Q.toy_table(cfg)}
     assert ("main", 1.0, 7) in keys and ("main", 10.0, 12) in keys and ("broadcast", 10.0, 12) in keys
     assert not any(k[2] < 7 for k in keys)
@@ -264,9 +264,11 @@ def _fake_results(q10=0.85, qb=0.8, modes_b=7):
             runs.append({"name": name, "lam": lam, "seed": s, "modes": modes, "quality": q + 0.01 * s,
                          "ratio_q99": 2.4 + 0.1 * s, "first8": first})
     image = {"data": "mnist", "img_size": 32, "steps": 600, "metric": "classifier-FID", "kid_name": "classifier-KID",
-             "accuracy": 0.98, "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000},
-             "runs": {"GAN-QP": {"fd": [300.0, 400, 500], "kid": [200.0, 250, 300], "kid_se": [5.0, 5, 5]},
-                      "WGAN-GP": {"fd": [900.0, 950, 1000], "kid": [700.0, 720, 760], "kid_se": [6.0, 6, 6]}}}
+             "accuracy": 0.98, "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "confident": 0.93, "n": 1000},
+             "runs": {"GAN-QP": {"fd": [300.0, 400, 500], "kid": [200.0, 250, 300], "kid_se": [5.0, 5, 5],
+                                 "confident": [0.4, 0.5, 0.6]},
+                      "WGAN-GP": {"fd": [900.0, 950, 1000], "kid": [700.0, 720, 760], "kid_se": [6.0, 6, 6],
+                                  "confident": [0.1, 0.2, 0.3]}}}
     return {"profile": "cpu", "toy_runs": runs, "steps": 4000, "eval_every": 250, "seeds": [0, 1, 2],
             "collapse_seeds": [0, 1, 2], "fail_seeds": [0, 1, 2], "ablation_seeds": [0, 1, 2],
             "plain10_seeds": [0, 1, 2], "collapse_lam": 100.0, "image": image}
@@ -283,4 +285,5 @@ def test_claims_decide_by_the_books_rule():
     assert cl["Q8b"].verdict == "INCONCLUSIVE" and cl["Q8b"].mde == float("inf")  # 3 seeds cannot decide a rate
     assert cl["Q10"].verdict == "INCONCLUSIVE" and cl["Q10"].measured == "3/3 vs 0/3"
     assert "KID 9 ± 7" in cl["R11-floor"].measured  # the floor KID never without its error
+    assert cl["R11-read"].measured == "0.50 / 0.20 / 0.93"  # GAN-QP / WGAN-GP / real images
     assert all(c.kind in ("experiment", "report") for c in cl.values())

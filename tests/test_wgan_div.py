@@ -94,7 +94,10 @@ def test_toy_table_covers_w7_and_w8():
     gp = [j for j in jobs if j.key[1] == "wgan-gp"]
     # WGAN-GP on its paper's recipe under every profile: 5:1, Adam 1e-4, beta = (0.5, 0.9)
     recipe = lambda j: (j.n_critic, j.lr, j.betas) == (5, 1e-4, (0.5, 0.9))
-    assert all(recipe(j) and j.steps == cpu.gp_steps for j in gp) and len(gp) == len(cpu.gp_seeds)
+    assert all(recipe(j) and j.steps == cpu.gp_steps for j in gp)
+    # W8 under cpu: WGAN-GP's six-strategy sweep for every sweep seed (interpolates: the main runs)
+    assert {j.key[2:] for j in gp} == {(st, s) for st in wd.gan.STRATEGIES for s in cpu.gp_sweep_seeds}
+    assert set(cpu.gp_sweep_seeds) == set(cpu.sweep_seeds) and len(gp) == 6 * len(cpu.gp_sweep_seeds)
     assert cpu.gp_steps % cpu.toy.eval_every == 0 and cpu.gp_steps <= cpu.toy.steps  # read at equal steps
     full = wd.config("full")
     gp_full = [j for j in wd.toy_table(full) if j.key[1] == "wgan-gp"]
@@ -155,8 +158,9 @@ def _fake_results(div_sweep, gp_sweep=None, first=(1500, 2000, 1500), gp_modes=(
     n = len(first)
     sweep = {"steps": 2500, "seeds": list(range(n)), "div": div_sweep}
     if gp_sweep is not None:
-        sweep.update(gp_seeds=list(range(n)), gp=gp_sweep)
-    run = lambda v: {"fd": list(v), "kid": [x / 2 for x in v], "kid_se": [1.0] * n, "seconds": [1.0] * n}
+        sweep.update(gp_seeds=list(range(n)), gp=gp_sweep, gp_steps=3000)
+    run = lambda v: {"fd": list(v), "kid": [x / 2 for x in v], "kid_se": [1.0] * n, "seconds": [1.0] * n,
+                     "confident": [0.5, 0.6, 0.7]}
     return {"profile": "cpu", "data": "8gaussians", "n_modes": 8, "steps": 4000, "seeds": list(range(n)), "late": 4500,
             "first8": {"pool": list(first), "interp": list(first)},
             "quality": {"pool": [0.8, 0.82, 0.85], "interp": [0.8, 0.81, 0.83]},
@@ -165,7 +169,8 @@ def _fake_results(div_sweep, gp_sweep=None, first=(1500, 2000, 1500), gp_modes=(
                    "modes": list(gp_modes), "quality": [0.7, 0.0, 0.6], "div_modes": [8] * n},
             "sweep": sweep,
             "image": {"data": "mnist", "size": 32, "steps": 600, "seeds": list(range(n)), "metric": "classifier-FID",
-                      "accuracy": 0.98, "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "n": 1000},
+                      "accuracy": 0.98, "floor": {"fd": 13.0, "kid": 9.0, "kid_se": 7.0, "confident": 0.93,
+                                                          "n": 1000},
                       "runs": {"div": run([300, 280, 230]), "gp": run([500, 520, 480])}, "div": "div", "gp": "gp",
                       "grid": []}}
 
@@ -180,6 +185,7 @@ def test_claims_decide_by_the_rule():
     assert rows["I1a"].verdict == "PASS" and rows["I1a"].estimate < 0 and rows["I1b"].kind == "experiment"
     assert rows["W8b"].measured == "3/3 vs 1/3" and rows["W8b"].verdict == "INCONCLUSIVE"
     assert "9 ± 7" in rows["I1-floor"].measured  # the floor's KID carries its error
+    assert rows["I1-read"].measured == "0.50, 0.60, 0.70" and "0.93" in rows["I1-read"].statement
     alone = _fake_results(flat)
     alone["image"].update(gp=None, trend={"steps": [200, 400, 600], "slope": [-1.0] * 3, "reach": [9000.0] * 3})
     rows = {c.id: c for c in wd.claims(alone)}
@@ -189,4 +195,4 @@ def test_claims_decide_by_the_rule():
     assert {c.id: c for c in wd.claims(_fake_results(apart))}["W8a"].verdict == "FAIL"
     gp = {st: [0.1 * i + 0.05 * j for j in range(3)] for i, st in enumerate(wd.gan.STRATEGIES)}
     w8 = {c.id: c for c in wd.claims(_fake_results(flat, gp))}["W8"]
-    assert w8.kind == "experiment" and w8.n == 3 and w8.estimate < 0
+    assert w8.kind == "experiment" and w8.n == 3 and w8.estimate < 0 and "step 3000" in w8.statement

@@ -37,7 +37,8 @@ def results_of(toy: ToyResult, img: ImageResult, cfg: Config, profile: str) -> d
         "image": {"data": cfg.image.data, "img_size": cfg.image.img_size, "steps": cfg.image.steps,
                   "metric": m["name"], "kid_name": m["kid_name"], "accuracy": m.get("accuracy"),
                   "floor": {k: float(v) for k, v in m["floor"].items()},
-                  "runs": {n: {k: img.final(n, k) for k in ("fd", "kid", "kid_se")} for n in img.names}},
+                  "runs": {n: {k: img.final(n, k) for k in ("fd", "kid", "kid_se", "confident")
+                               if k in img.runs[(n, img.seeds(n)[0])].evals} for n in img.names}},
     }
 
 
@@ -132,6 +133,11 @@ def _image_claims(im: dict) -> list[C.Claim]:
                                   f"times the floor; KID per seed ± jackknife error",
                         f"FD {fd.mean():.3g} [{lo:.3g}, {hi:.3g}], {fd.mean() / fl['fd']:.0f}× the floor; KID "
                         + ", ".join(f"{k:.3g} ± {e:.2g}" for k, e in zip(qp["kid"], qp["kid_se"]))))
+    if "confident" in qp and "confident" in fl:
+        out.append(C.report("R11-read", f"share of samples the classifier reads as one class (p ≥ 0.9) at the end, "
+                                        f"{where}, mean over seeds: " + " / ".join(runs) + " / held-out real images",
+                            " / ".join(f"{np.mean(r['confident']):.2f}" for r in runs.values())
+                            + f" / {fl['confident']:.2f}"))
     faces = [] if im["data"] == "celeba" else [C.not_decided(
         "Q11-faces", "faces (CelebA 64²): GAN-QP's FD below WGAN-GP's, SGAN-SN reported, equal generator steps",
         "full profile")]
