@@ -442,7 +442,7 @@ def claims(results: dict) -> list:
         rng_div = [float(np.ptp([sw["div"][st][i] for st in gan.STRATEGIES])) for i in common]
         rng_gp = [float(np.ptp([sw["gp"][st][i] for st in gan.STRATEGIES])) for i in j]
         out.append(C.experiment("W8", f"range of the quality over the six strategies, per seed: WGAN-div (step "
-                                      f"{sw['steps']}) minus WGAN-GP on its recipe (step {sw.get('gp_steps', '?')}; "
+                                      f"{sw['steps']}) minus WGAN-GP on its recipe (step {sw['gp_steps']}; "
                                       f"{len(common)} paired seeds)", rng_div, rng_gp, below=0.0))
     else:
         out.append(C.not_decided("W8", "range of the quality over the six strategies: WGAN-div below WGAN-GP on its "
