@@ -379,6 +379,12 @@ class ImageResult:
         """The last evaluation of ``key`` for each seed of method ``name``."""
         return [self.runs[(name, s)].at(key) for s in self.seeds(name)]
 
+    def finals(self, name: str, keys: Sequence[str] = ("fd", "kid", "kid_se", "confident")) -> dict[str, list[float]]:
+        """`final` of each of ``keys`` that the runs of ``name`` evaluated (the readable share
+        ``confident`` exists on labelled data only)."""
+        have = self.runs[(name, self.seeds(name)[0])].evals
+        return {k: self.final(name, k) for k in keys if k in have}
+
     def best(self, name: str, key: str = "fd") -> list[float]:
         """The lowest evaluation of ``key`` over the run, per seed."""
         return [float(np.nanmin(self.runs[(name, s)].curve(key)[1])) for s in self.seeds(name)]

@@ -372,10 +372,7 @@ def results_of(toy, img, cfg: Config, profile: str) -> dict:
     div = f"wgan-div k={cfg.k:g} p={cfg.p:g}"
     im = {"data": ic.data, "size": ic.img_size, "steps": ic.steps, "seeds": img.seeds(div), "metric": img.metric["name"],
           "accuracy": img.metric.get("accuracy"), "floor": dict(img.metric["floor"]),
-          "runs": {n: {k: img.final(n, k) for k in ("fd", "kid", "kid_se", "confident")
-                       if k in img.runs[(n, img.seeds(n)[0])].evals} | {"seconds": [img.runs[(n, s)].seconds
-                                                                                       for s in img.seeds(n)]}
-                   for n in names},
+          "runs": {n: img.finals(n) | {"seconds": [img.runs[(n, s)].seconds for s in img.seeds(n)]} for n in names},
           "div": div, "gp": "wgan-gp" if "wgan-gp" in names else None,
           "grid": [n for n in names if n.startswith("wgan-div")] if cfg.grid_kp else []}
     steps = [s for s in img.runs[(div, im["seeds"][0])].evals.steps if s > 0][-3:]  # the last three evaluations

@@ -424,6 +424,9 @@ def test_image_experiment_compares_a_loss_table_over_seeds(cache, tmp_path):
     assert r.evals["critic_updates"] == [0, 4, 8] and r.snapshots[4].shape == (64, 1, 16, 16)
     assert res.runs[("WGAN-div", 0)].at("fd") != res.runs[("WGAN-div", 1)].at("fd")  # seeds differ
     assert len(res.final("WGAN-div")) == 2 and res.x_shape[1:] == (1, 16, 16)
+    fin = res.finals("WGAN-SN")  # every evaluated score, the readable share too (MNIST is labelled)
+    assert set(fin) == {"fd", "kid", "kid_se", "confident"} and fin["kid"] == res.final("WGAN-SN", "kid")
+    assert set(res.finals("WGAN-SN", ("fd", "no-such-score"))) == {"fd"}
     assert res.metric["name"] == "classifier-FID" and 0 <= res.metric["accuracy"] <= 1
     assert len(list((tmp_path / "ck").glob("*.pt"))) == 4
     res.save(tmp_path / "res.pt")

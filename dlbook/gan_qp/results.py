@@ -37,8 +37,7 @@ def results_of(toy: ToyResult, img: ImageResult, cfg: Config, profile: str) -> d
         "image": {"data": cfg.image.data, "img_size": cfg.image.img_size, "steps": cfg.image.steps,
                   "metric": m["name"], "kid_name": m["kid_name"], "accuracy": m.get("accuracy"),
                   "floor": {k: float(v) for k, v in m["floor"].items()},
-                  "runs": {n: {k: img.final(n, k) for k in ("fd", "kid", "kid_se", "confident")
-                               if k in img.runs[(n, img.seeds(n)[0])].evals} for n in img.names}},
+                  "runs": {n: img.finals(n) for n in img.names}},
     }
 
 

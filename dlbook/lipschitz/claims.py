@@ -189,7 +189,8 @@ def _image_claims(r: dict) -> list:
                             + f" / {f['confident']:.2f}"))
     steps = sn["step"]
     pick = [i for i in range(1, len(steps))]
-    for k, name in (("fd", "FD"), ("kid", "KID"), ("confident", "share read as one digit"))[:3 if "confident" in sn else 2]:
+    curves = [("fd", "FD"), ("kid", "KID")] + [("confident", "share read as one digit")] * ("confident" in sn)
+    for k, name in curves:
         txt = "; ".join(f"{int(steps[i])}: {np.mean([c[i] for c in sn[k]]):.3g} / {np.mean([c[i] for c in gp[k]]):.3g}"
                         for i in pick)
         out.append(C.report(f"L12s-{k}", f"mean {name} by generator step, SN / GP (the same runs)", txt))
